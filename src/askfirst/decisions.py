@@ -1,0 +1,354 @@
+"""Decisions: may subject S's data be used for purpose P at time T, and why.
+
+DESIGN.md's order, in one place, twice: :func:`decide` folds one subject's events and
+walks the rules in Python (the hot path of a single request); :func:`decide_many`
+gives the same answers for many subjects at once as one DuckDB query over Arrow
+columns (the gate and batch API). Tests hold the two to each other and to a
+reference written from DESIGN.md alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlalchemy import bindparam, text
+
+from askfirst import times
+from askfirst.ledger import store
+from askfirst.ledger.events import Event, EventType
+from askfirst.ledger.ledger import Ledger
+from askfirst.policy import Policy, Purpose
+
+
+class Reason(StrEnum):
+    UNKNOWN_SUBJECT = "unknown-subject"
+    ACCOUNT_CLOSED = "account-closed"
+    DECEASED = "deceased"
+    MINOR = "minor"
+    WITHDRAWN = "withdrawn"
+    GPC = "gpc"
+    RECONSENT_NEEDED = "reconsent-needed"
+    GRANTED = "granted"
+    NO_CONSENT = "no-consent"
+    DEFAULT_OFF = "default-off"
+    NOTICE_PENDING = "notice-pending"
+    DEFAULT_AFTER_NOTICE = "default-after-notice"
+
+
+ALLOWED = frozenset({Reason.GRANTED, Reason.DEFAULT_AFTER_NOTICE})
+DAY_US = 86_400 * times.MICROS
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Allowed or not, with the reason and the seq of the ledger event it rests on."""
+
+    subject: str
+    purpose: str
+    at: datetime
+    allowed: bool
+    reason: Reason
+    event_seq: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "purpose": self.purpose,
+            "at": times.iso(self.at),
+            "allowed": self.allowed,
+            "reason": str(self.reason),
+            "event_seq": self.event_seq,
+        }
+
+
+@dataclass
+class SubjectState:
+    """What the rules read about one subject, for one purpose, as of one time."""
+
+    registered_seq: int | None = None
+    jurisdiction: str | None = None
+    jurisdiction_seq: int | None = None
+    status: str = "active"
+    status_seq: int | None = None
+    minor: str | None = None
+    minor_seq: int | None = None
+    gpc_seq: int | None = None
+    choice_action: str | None = None
+    choice_version: int | None = None
+    choice_seq: int | None = None
+    notice_seq: int | None = None
+    notice_at: int | None = None
+
+    @classmethod
+    def fold(cls, evs: Sequence[Event], purpose: Purpose) -> SubjectState:
+        """The state after ``evs`` (one subject's events, in seq order)."""
+        s = cls()
+        for e in evs:
+            if e.type == EventType.SUBJECT:
+                s.registered_seq = e.seq
+            elif e.type == EventType.JURISDICTION:
+                s.jurisdiction, s.jurisdiction_seq = e.value, e.seq
+            elif e.type == EventType.STATUS:
+                s.status, s.status_seq = e.value or "active", e.seq
+            elif e.type == EventType.MINOR:
+                s.minor, s.minor_seq = e.value, e.seq
+            elif e.type == EventType.GPC:
+                s.gpc_seq = e.seq
+            elif e.type == EventType.CHOICE and e.purpose == purpose.name:
+                s.choice_action, s.choice_version, s.choice_seq = (
+                    e.value, e.notice_version, e.seq,
+                )  # fmt: skip
+            elif (
+                e.type == EventType.NOTICE
+                and e.purpose == purpose.name
+                and e.notice_version == purpose.version
+                and s.notice_seq is None
+            ):
+                s.notice_seq, s.notice_at = e.seq, e.recorded_at
+        return s
+
+
+def _is_minor(value: str | None, at: int) -> bool:
+    if value == "true":
+        return True
+    if value and value.startswith("until:"):
+        return at < times.to_micros(times.parse(value[6:]))
+    return False
+
+
+def evaluate(s: SubjectState, policy: Policy, purpose: Purpose, at: int) -> tuple[Reason, int | None]:
+    """DESIGN.md's order for one subject: the first rule that applies is the reason."""
+    if s.registered_seq is None:
+        return Reason.UNKNOWN_SUBJECT, None
+    if s.status in ("closed", "deactivated"):
+        return Reason.ACCOUNT_CLOSED, s.status_seq
+    if s.status == "deceased":
+        return Reason.DECEASED, s.status_seq
+    if _is_minor(s.minor, at):
+        return Reason.MINOR, s.minor_seq
+    gpc = s.gpc_seq if purpose.honours_gpc else None
+    if gpc is not None and (s.choice_seq is None or gpc > s.choice_seq):
+        return Reason.GPC, gpc
+    if s.choice_seq is not None:
+        if s.choice_action in ("withdraw", "object"):
+            return Reason.WITHDRAWN, s.choice_seq
+        if s.choice_version not in purpose.grant_versions:
+            return Reason.RECONSENT_NEEDED, s.choice_seq
+        return Reason.GRANTED, s.choice_seq
+    if policy.regime(s.jurisdiction) == "opt-in":
+        return Reason.NO_CONSENT, s.jurisdiction_seq
+    if purpose.default == "off":
+        return Reason.DEFAULT_OFF, s.jurisdiction_seq
+    if s.notice_at is None or s.notice_at > at - purpose.grace_days * DAY_US:
+        return Reason.NOTICE_PENDING, s.notice_seq
+    return Reason.DEFAULT_AFTER_NOTICE, s.notice_seq
+
+
+def _micros(at: datetime | None) -> int:
+    return times.to_micros(at if at is not None else times.now())
+
+
+def decide(
+    ledger: Ledger, subject: str, purpose: str, at: datetime | None = None
+) -> Decision:
+    """The decision for one subject; ``at`` defaults to now."""
+    p = ledger.policy.purpose(purpose)
+    t = _micros(at)
+    state = SubjectState.fold(ledger.subject_events(subject, until=t), p)
+    reason, seq = evaluate(state, ledger.policy, p, t)
+    return Decision(subject, purpose, times.from_micros(t), reason in ALLOWED, reason, seq)
+
+
+# ---- many at once ---------------------------------------------------------------------
+
+_STATE_COLUMNS = [
+    ("subject_id", pa.string()),
+    ("registered_seq", pa.int64()),
+    ("jurisdiction", pa.string()),
+    ("jurisdiction_seq", pa.int64()),
+    ("status", pa.string()),
+    ("status_seq", pa.int64()),
+    ("minor", pa.string()),
+    ("minor_seq", pa.int64()),
+    ("gpc_seq", pa.int64()),
+    ("choice_action", pa.string()),
+    ("choice_version", pa.int64()),
+    ("choice_seq", pa.int64()),
+    ("notice_seq", pa.int64()),
+    ("notice_at", pa.int64()),
+]
+STATE_SCHEMA = pa.schema(_STATE_COLUMNS)
+RESULT_SCHEMA = pa.schema(
+    [("subject", pa.string()), ("allowed", pa.bool_()), ("reason", pa.string()),
+     ("event_seq", pa.int64())]
+)  # fmt: skip
+
+
+def _current_sql(p: Purpose, where: str) -> str:
+    # p.name is a policy key (checked against a strict pattern) and version an int.
+    return f"""
+SELECT s.subject_id, s.registered_seq, s.jurisdiction, s.jurisdiction_seq, s.status,
+       s.status_seq, s.minor, s.minor_seq, s.gpc_seq, c.action AS choice_action,
+       c.notice_version AS choice_version, c.seq AS choice_seq, n.seq AS notice_seq,
+       n.recorded_at AS notice_at
+FROM subject_state s
+LEFT JOIN choice_state c ON c.subject_id = s.subject_id AND c.purpose = '{p.name}'
+LEFT JOIN notice_state n ON n.subject_id = s.subject_id AND n.purpose = '{p.name}'
+     AND n.version = {int(p.version)}
+{where.replace("subject_id", "s.subject_id")}"""
+
+
+def _historic_sql(p: Purpose, at: int, where: str) -> str:
+    filt = where.replace("WHERE", "AND")
+    return f"""
+WITH last AS (
+  SELECT e.subject_id, e.type, e.value, e.notice_version, e.seq FROM events e
+  JOIN (SELECT max(seq) AS seq FROM events
+        WHERE recorded_at <= {int(at)} {filt}
+          AND (type IN ('subject', 'status', 'jurisdiction', 'minor', 'gpc')
+               OR (type = 'choice' AND purpose = '{p.name}'))
+        GROUP BY subject_id, type) l ON e.seq = l.seq),
+notice AS (
+  SELECT subject_id, min(seq) AS seq, min(recorded_at) AS recorded_at FROM events
+  WHERE type = 'notice-delivered' AND purpose = '{p.name}'
+    AND notice_version = {int(p.version)} AND recorded_at <= {int(at)} {filt}
+  GROUP BY subject_id)
+SELECT l.subject_id,
+  max(CASE WHEN l.type = 'subject' THEN l.seq END) AS registered_seq,
+  max(CASE WHEN l.type = 'jurisdiction' THEN l.value END) AS jurisdiction,
+  max(CASE WHEN l.type = 'jurisdiction' THEN l.seq END) AS jurisdiction_seq,
+  coalesce(max(CASE WHEN l.type = 'status' THEN l.value END), 'active') AS status,
+  max(CASE WHEN l.type = 'status' THEN l.seq END) AS status_seq,
+  max(CASE WHEN l.type = 'minor' THEN l.value END) AS minor,
+  max(CASE WHEN l.type = 'minor' THEN l.seq END) AS minor_seq,
+  max(CASE WHEN l.type = 'gpc' THEN l.seq END) AS gpc_seq,
+  max(CASE WHEN l.type = 'choice' THEN l.value END) AS choice_action,
+  max(CASE WHEN l.type = 'choice' THEN l.notice_version END) AS choice_version,
+  max(CASE WHEN l.type = 'choice' THEN l.seq END) AS choice_seq,
+  max(n.seq) AS notice_seq, max(n.recorded_at) AS notice_at
+FROM last l LEFT JOIN notice n ON n.subject_id = l.subject_id
+GROUP BY l.subject_id"""
+
+
+_LIST_LIMIT = 50_000  # longer lists load every subject and filter in DuckDB
+_LIST_CHUNK = 5_000
+
+
+def load_state(
+    ledger: Ledger, purpose: Purpose, at: int, subjects: Sequence[str] | None = None
+) -> pa.Table:
+    """Every (or the listed) subject's state for ``purpose`` as of ``at``, as Arrow."""
+    current = at >= ledger.head().recorded_at
+
+    def sql(where: str) -> str:
+        return _current_sql(purpose, where) if current else _historic_sql(purpose, at, where)
+
+    if subjects is None or len(subjects) > _LIST_LIMIT:
+        table = store.read_arrow(ledger.engine, sql(""))
+        return table.cast(STATE_SCHEMA) if table.num_rows else STATE_SCHEMA.empty_table()
+    rows: list[dict[str, Any]] = []
+    ids = sorted(set(subjects))
+    with ledger.engine.connect() as conn:
+        for k in range(0, len(ids), _LIST_CHUNK):
+            stmt = text(sql("WHERE subject_id IN :ids")).bindparams(
+                bindparam("ids", expanding=True)
+            )
+            rows.extend(r._asdict() for r in conn.execute(stmt, {"ids": ids[k : k + _LIST_CHUNK]}))
+    return pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
+
+
+_EVALUATE = """
+WITH d AS (
+  SELECT q.subject AS subject, s.*, coalesce(r.regime, 'opt-in') AS regime,
+    CASE WHEN s.minor = 'true' THEN true
+         WHEN s.minor LIKE 'until:%'
+           THEN $at < epoch_us(CAST(substr(s.minor, 7) AS TIMESTAMP))
+         ELSE false END AS is_minor,
+    $gpc AND s.gpc_seq IS NOT NULL AND (s.choice_seq IS NULL OR s.gpc_seq > s.choice_seq)
+      AS gpc_wins
+  FROM q LEFT JOIN state s ON s.subject_id = q.subject
+  LEFT JOIN regimes r ON r.code = s.jurisdiction),
+r AS (
+  SELECT subject, CASE
+    WHEN registered_seq IS NULL THEN 'unknown-subject'
+    WHEN status IN ('closed', 'deactivated') THEN 'account-closed'
+    WHEN status = 'deceased' THEN 'deceased'
+    WHEN is_minor THEN 'minor'
+    WHEN gpc_wins THEN 'gpc'
+    WHEN choice_seq IS NOT NULL AND choice_action IN ('withdraw', 'object') THEN 'withdrawn'
+    WHEN choice_seq IS NOT NULL AND NOT list_contains($versions, choice_version)
+      THEN 'reconsent-needed'
+    WHEN choice_seq IS NOT NULL THEN 'granted'
+    WHEN regime = 'opt-in' THEN 'no-consent'
+    WHEN $default_off THEN 'default-off'
+    WHEN notice_at IS NULL OR notice_at > $at - $grace THEN 'notice-pending'
+    ELSE 'default-after-notice' END AS reason,
+    status_seq, minor_seq, gpc_seq, choice_seq, jurisdiction_seq, notice_seq
+  FROM d)
+SELECT subject, reason IN ('granted', 'default-after-notice') AS allowed, reason,
+  CASE reason
+    WHEN 'account-closed' THEN status_seq WHEN 'deceased' THEN status_seq
+    WHEN 'minor' THEN minor_seq WHEN 'gpc' THEN gpc_seq
+    WHEN 'withdrawn' THEN choice_seq WHEN 'reconsent-needed' THEN choice_seq
+    WHEN 'granted' THEN choice_seq
+    WHEN 'no-consent' THEN jurisdiction_seq WHEN 'default-off' THEN jurisdiction_seq
+    WHEN 'notice-pending' THEN notice_seq WHEN 'default-after-notice' THEN notice_seq
+  END AS event_seq
+FROM r ORDER BY subject
+"""
+
+
+def evaluate_many(state: pa.Table, policy: Policy, purpose: Purpose, at: int,
+                  subjects: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
+    """Apply DESIGN.md's order to every row of ``state`` (see :func:`evaluate`)."""
+    codes = pa.compute.unique(state.column("jurisdiction")).to_pylist()
+    regimes = pa.table(
+        {"code": [c for c in codes if c is not None],
+         "regime": [str(policy.regime(c)) for c in codes if c is not None]},
+        schema=pa.schema([("code", pa.string()), ("regime", pa.string())]),
+    )  # fmt: skip
+    if subjects is None:
+        q = pa.table({"subject": state.column("subject_id")})
+    else:
+        q = pa.table({"subject": pa.array(sorted(set(subjects)), pa.string())})
+    con = duckdb.connect()
+    try:
+        con.register("state", state)
+        con.register("regimes", regimes)
+        con.register("q", q)
+        result = con.sql(
+            _EVALUATE,
+            params={
+                "at": at,
+                "gpc": purpose.honours_gpc,
+                "versions": sorted(purpose.grant_versions),
+                "default_off": purpose.default == "off",
+                "grace": purpose.grace_days * DAY_US,
+            },
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return result.cast(RESULT_SCHEMA)
+
+
+def decide_many(
+    ledger: Ledger,
+    purpose: str,
+    subjects: Sequence[str] | None = None,
+    at: datetime | None = None,
+) -> pa.Table:
+    """Decisions for the listed subjects (default: every subject known at ``at``).
+
+    Returns an Arrow table ``subject, allowed, reason, event_seq``, sorted by subject;
+    a listed subject the ledger does not know is ``unknown-subject``.
+    """
+    p = ledger.policy.purpose(purpose)
+    t = _micros(at)
+    state = load_state(ledger, p, t, subjects)
+    return evaluate_many(state, ledger.policy, p, t, subjects)

@@ -1,0 +1,70 @@
+"""The exceptions askfirst raises, in one tree.
+
+Every error says what was wrong and, where it can, what to do about it. The CLI prints
+``str(error)`` as one line and exits non-zero; the HTTP API answers 4xx with it.
+
+::
+
+    AskfirstError
+     ├── PolicyError            the policy file is missing, unreadable or breaks a rule
+     ├── InputError             bad input from a caller (a value, a time, a JSONL line)
+     │    ├── UnknownSubject    no subject with that id
+     │    ├── UnknownPurpose    the policy has no purpose of that name
+     │    └── NotAuthorized     the actor may not act for that subject
+     ├── LedgerError            the ledger cannot be used as asked
+     │    └── LedgerCorrupt     the ledger failed verification; nothing is decided on it
+     └── StorageError           the database cannot be reached, or its schema is not current
+"""
+
+from __future__ import annotations
+
+
+class AskfirstError(Exception):
+    """Base of every error askfirst raises on purpose."""
+
+
+class PolicyError(AskfirstError):
+    """The policy could not be loaded: the message names the key and the reason."""
+
+
+class InputError(AskfirstError):
+    """A caller gave a value askfirst cannot accept; nothing was written.
+
+    ``index`` is the 0-based position of the offending item when a batch was given.
+    """
+
+    index: int | None = None
+
+
+class UnknownSubject(InputError):
+    """No subject has this id."""
+
+    def __init__(self, subject_id: str) -> None:
+        super().__init__(
+            f"unknown subject {subject_id!r}: import it first with 'askfirst subjects import'"
+        )
+        self.subject_id = subject_id
+
+
+class UnknownPurpose(InputError):
+    """The policy has no purpose of this name."""
+
+    def __init__(self, purpose: str, known: list[str]) -> None:
+        super().__init__(f"unknown purpose {purpose!r}; the policy has: {', '.join(known)}")
+        self.purpose = purpose
+
+
+class NotAuthorized(InputError):
+    """The actor has no authority in the ledger to act for the subject."""
+
+
+class LedgerError(AskfirstError):
+    """The ledger cannot do what was asked."""
+
+
+class LedgerCorrupt(LedgerError):
+    """Verification found an edited, deleted, inserted or reordered event."""
+
+
+class StorageError(AskfirstError):
+    """The database is unreachable, or its schema is missing or out of date."""

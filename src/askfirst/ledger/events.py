@@ -1,0 +1,281 @@
+"""Ledger events: their types, the input forms callers give, and the canonical encoding
+that the hash chain is computed over.
+
+An event's hash is SHA-256 over a fixed-order JSON array of every stored field and the
+previous event's hash, so that changing any field, or the order, changes every hash
+after it. Times are hashed as integer microseconds: one spelling per instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from askfirst import jurisdictions, times
+
+GENESIS = "0" * 64
+ENCODING_VERSION = 1
+
+
+class EventType(StrEnum):
+    SUBJECT = "subject"  # a subject is registered; value is its kind
+    CHOICE = "choice"  # value: grant / withdraw / object, for a purpose
+    GPC = "gpc"  # a Global Privacy Control signal
+    NOTICE = "notice-delivered"  # a purpose's notice version was delivered
+    STATUS = "status"  # value: active / deactivated / closed / deceased
+    JURISDICTION = "jurisdiction"  # value: a code, or "" when unknown
+    MINOR = "minor"  # value: "true", "false" or "until:YYYY-MM-DD"
+
+
+KINDS = ("member", "organization", "person")
+ACTIONS = ("grant", "withdraw", "object")
+STATUSES = ("active", "deactivated", "closed", "deceased")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event before it is chained: what a caller asks the ledger to append."""
+
+    type: str
+    subject: str
+    actor: str
+    source: str
+    purpose: str | None = None
+    value: str | None = None
+    notice_version: int | None = None
+    recorded_at: int | None = None  # microseconds; None means "now"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One fact in the ledger."""
+
+    seq: int
+    type: str
+    subject: str
+    purpose: str | None
+    value: str | None
+    notice_version: int | None
+    actor: str
+    source: str
+    recorded_at: int
+    prev_hash: str
+    hash: str
+
+    @property
+    def time(self) -> datetime:
+        return times.from_micros(self.recorded_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "subject": self.subject,
+            "purpose": self.purpose,
+            "value": self.value,
+            "notice_version": self.notice_version,
+            "actor": self.actor,
+            "source": self.source,
+            "recorded_at": times.iso(self.recorded_at),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def event_hash(
+    seq: int,
+    type: str,
+    subject: str,
+    purpose: str | None,
+    value: str | None,
+    notice_version: int | None,
+    actor: str,
+    source: str,
+    recorded_at: int,
+    prev_hash: str,
+) -> str:
+    """SHA-256 (hex) of the canonical encoding of one event and the hash before it."""
+    blob = json.dumps(
+        [
+            ENCODING_VERSION,
+            seq,
+            type,
+            subject,
+            purpose,
+            value,
+            notice_version,
+            actor,
+            source,
+            recorded_at,
+            prev_hash,
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def minor_value(*, minor: bool | None, birth_date: date | None) -> str | None:
+    """The value of a ``minor`` event for what is known about a subject's age."""
+    if birth_date is not None:
+        return f"until:{times.eighteenth_birthday(birth_date).isoformat()}"
+    if minor is not None:
+        return "true" if minor else "false"
+    return None
+
+
+# ---- input forms (JSONL lines, API bodies) ---------------------------------------------
+
+_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: _Id
+    actor: _Id | None = None
+    source: str | None = Field(default=None, max_length=64)
+    recorded_at: datetime | None = None
+
+    @field_validator("recorded_at", mode="before")
+    @classmethod
+    def _time(cls, v: object) -> object:
+        if v is None or isinstance(v, datetime):
+            return v
+        if isinstance(v, str):
+            return times.parse(v, field="recorded_at")
+        raise ValueError("recorded_at must be an ISO 8601 time string")
+
+    def _new(self, default_actor: str, default_source: str, **kw: Any) -> NewEvent:
+        return NewEvent(
+            subject=self.subject,
+            actor=self.actor or default_actor,
+            source=self.source or default_source,
+            recorded_at=times.to_micros(self.recorded_at) if self.recorded_at else None,
+            **kw,
+        )
+
+
+class ChoiceIn(_In):
+    type: Literal["choice"]
+    purpose: str
+    action: Literal["grant", "withdraw", "object"]
+    version: int | None = Field(default=None, ge=1)
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new(
+            self.subject,
+            source,
+            type=EventType.CHOICE,
+            purpose=self.purpose,
+            value=self.action,
+            notice_version=self.version,
+        )
+
+
+class GpcIn(_In):
+    type: Literal["gpc"]
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new(self.subject, source, type=EventType.GPC, value="1")
+
+
+class NoticeIn(_In):
+    type: Literal["notice-delivered"]
+    purpose: str
+    version: int | None = Field(default=None, ge=1)
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new(
+            "system", source, type=EventType.NOTICE, purpose=self.purpose,
+            notice_version=self.version,
+        )  # fmt: skip
+
+
+class StatusIn(_In):
+    type: Literal["status"]
+    status: Literal["active", "deactivated", "closed", "deceased"]
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new("system", source, type=EventType.STATUS, value=self.status)
+
+
+class JurisdictionIn(_In):
+    type: Literal["jurisdiction"]
+    jurisdiction: str | None
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _code(cls, v: str | None) -> str | None:
+        return jurisdictions.normalize(v) if v else None
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new(
+            "system", source, type=EventType.JURISDICTION, value=self.jurisdiction or ""
+        )
+
+
+class MinorIn(_In):
+    type: Literal["minor"]
+    minor: bool
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new(
+            "system", source, type=EventType.MINOR, value="true" if self.minor else "false"
+        )
+
+
+EventIn = Annotated[
+    ChoiceIn | GpcIn | NoticeIn | StatusIn | JurisdictionIn | MinorIn,
+    Field(discriminator="type"),
+]
+event_in: TypeAdapter[EventIn] = TypeAdapter(EventIn)
+
+
+class SubjectIn(BaseModel):
+    """One subject, as imported: identity, where they live, age and status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: _Id
+    kind: Literal["member", "organization", "person"] = "member"
+    jurisdiction: str | None = None
+    handle: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^\S+$")
+    names: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
+    birth_date: date | None = None
+    minor: bool | None = None
+    status: Literal["active", "deactivated", "closed", "deceased"] = "active"
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _code(cls, v: str | None) -> str | None:
+        return jurisdictions.normalize(v) if v else None
+
+    @field_validator("handle")
+    @classmethod
+    def _handle(cls, v: str | None) -> str | None:
+        return v.lstrip("@").lower() if v else v
+
+    def to_events(self, actor: str, source: str, at: int | None) -> list[NewEvent]:
+        """The events that register this subject and its starting state."""
+        base = {"subject": self.id, "actor": actor, "source": source, "recorded_at": at}
+        out = [
+            NewEvent(type=EventType.SUBJECT, value=self.kind, **base),  # type: ignore[arg-type]
+            NewEvent(
+                type=EventType.JURISDICTION,
+                value=self.jurisdiction or "",
+                **base,  # type: ignore[arg-type]
+            ),
+        ]
+        minor = minor_value(minor=self.minor, birth_date=self.birth_date)
+        if minor is not None:
+            out.append(NewEvent(type=EventType.MINOR, value=minor, **base))  # type: ignore[arg-type]
+        if self.status != "active":
+            out.append(NewEvent(type=EventType.STATUS, value=self.status, **base))  # type: ignore[arg-type]
+        return out

@@ -1,0 +1,319 @@
+"""The consent ledger: append events to the hash chain, read them back, verify them.
+
+Every append — one event or a whole import — runs in one transaction that takes the
+chain head, checks every event against the policy and the subjects' state, chains them,
+writes them and folds them into the projections. Either all of it is committed or none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from askfirst import times
+from askfirst.errors import InputError, NotAuthorized, UnknownSubject
+from askfirst.ledger import projections, store
+from askfirst.ledger.events import GENESIS, Event, EventType, NewEvent, SubjectIn, event_hash
+from askfirst.ledger.tables import events, ledger_head, subject_state, subjects
+from askfirst.policy import Policy, load_policy
+
+_IN_CHUNK = 500  # ids per IN (...) list
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last event of the chain (seq 0 and the genesis hash when empty)."""
+
+    seq: int
+    hash: str
+    recorded_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "hash": self.hash,
+            "recorded_at": times.iso(self.recorded_at) if self.seq else None,
+        }
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found. ``ok`` only when the chain and every projection agree."""
+
+    events_checked: int = 0
+    head: Head | None = None
+    first_bad_seq: int | None = None
+    problems: list[str] = field(default_factory=list)
+    projection_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.projection_problems
+
+
+@dataclass
+class _SubjectView:
+    """What validation needs to know of a subject while a batch is checked."""
+
+    status: str
+
+
+class Ledger:
+    """An open consent ledger on one database, checked against one policy."""
+
+    def __init__(self, engine: Engine, policy: Policy, url: str) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.url = url
+
+    # ---- opening --------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, policy: Policy | None = None, *, create: bool = False) -> Ledger:
+        """Open the ledger at ``url``; with ``create``, make or upgrade its schema first."""
+        engine = store.create(url)
+        if create:
+            store.upgrade(engine)
+        else:
+            store.check_current(engine, url)
+        return cls(engine, policy or load_policy(), url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reading --------------------------------------------------------------------
+
+    def head(self, conn: Connection | None = None) -> Head:
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.head(c)
+        row = conn.execute(select(ledger_head).where(ledger_head.c.id == 1)).one()
+        return Head(row.seq, row.hash, row.recorded_at)
+
+    def events(
+        self, *, after: int = 0, limit: int = 100, subject: str | None = None
+    ) -> list[Event]:
+        """Events with seq > ``after``, oldest first, at most ``limit``."""
+        q = select(events).where(events.c.seq > after).order_by(events.c.seq).limit(limit)
+        if subject is not None:
+            q = q.where(events.c.subject_id == subject)
+        with self.engine.connect() as conn:
+            return [_event(r) for r in conn.execute(q)]
+
+    def subject_events(self, subject: str, *, until: int | None = None) -> list[Event]:
+        """Every event about ``subject`` (recorded at or before ``until``), in order."""
+        q = select(events).where(events.c.subject_id == subject).order_by(events.c.seq)
+        if until is not None:
+            q = q.where(events.c.recorded_at <= until)
+        with self.engine.connect() as conn:
+            return [_event(r) for r in conn.execute(q)]
+
+    def subject_exists(self, subject: str) -> bool:
+        q = select(subject_state.c.subject_id).where(subject_state.c.subject_id == subject)
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
+    # ---- writing --------------------------------------------------------------------
+
+    def append(self, new: NewEvent) -> Event:
+        """Append one event; it is durable when this returns."""
+        return self.append_many([new])[0]
+
+    def append_many(self, batch: Sequence[NewEvent]) -> list[Event]:
+        """Append events in order, all or none. A bad one raises InputError with ``index``."""
+        with store.write(self.engine) as conn:
+            return self._append(conn, batch)
+
+    def register(
+        self,
+        batch: Sequence[SubjectIn],
+        *,
+        actor: str = "system",
+        source: str = "import",
+        since: datetime | None = None,
+    ) -> list[Event]:
+        """Register subjects: their directory rows and the events of their starting state.
+
+        ``since`` is when that state began to hold (default: now); it may not go back
+        before the ledger head.
+        """
+        at = times.to_micros(since) if since else None
+        seen_ids: set[str] = set()
+        seen_handles: set[str] = set()
+        new: list[NewEvent] = []
+        owner: list[int] = []
+        for i, s in enumerate(batch):
+            if s.id in seen_ids:
+                raise _at(i, InputError(f"subject {s.id!r} appears twice"))
+            if s.handle and s.handle in seen_handles:
+                raise _at(i, InputError(f"handle {s.handle!r} appears twice"))
+            seen_ids.add(s.id)
+            if s.handle:
+                seen_handles.add(s.handle)
+            evs = s.to_events(actor, source, at)
+            new.extend(evs)
+            owner.extend([i] * len(evs))
+        with store.write(self.engine) as conn:
+            taken = _existing(conn, subjects.c.handle, sorted(seen_handles))
+            for i, s in enumerate(batch):
+                if s.handle in taken:
+                    raise _at(i, InputError(f"handle {s.handle!r} is already taken"))
+            try:
+                chained = self._append(conn, new)
+            except InputError as e:
+                raise _at(owner[e.index], e) if e.index is not None else e from None
+            if batch:
+                conn.execute(
+                    insert(subjects),
+                    [{"id": s.id, "handle": s.handle, "names": json.dumps(s.names)}
+                     for s in batch],
+                )  # fmt: skip
+            return chained
+
+    def _append(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
+        if not batch:
+            return []
+        head_q = select(ledger_head).where(ledger_head.c.id == 1)
+        if store.is_postgres(self.engine):
+            head_q = head_q.with_for_update()
+        h = conn.execute(head_q).one()
+        seq, prev, last_at = h.seq, h.hash, h.recorded_at
+        now = times.to_micros(times.now())
+        known = self._load_subjects(conn, {e.subject for e in batch})
+        rows: list[dict[str, Any]] = []
+        chained: list[Event] = []
+        for i, new in enumerate(batch):
+            try:
+                new = self._check(new, known)
+            except InputError as e:
+                raise _at(i, e) from None
+            if new.recorded_at is None:
+                at = max(now, last_at)
+            else:
+                at = new.recorded_at
+                if at < last_at:
+                    raise _at(
+                        i,
+                        InputError(
+                            f"recorded_at {times.iso(at)} goes back before the ledger head "
+                            f"({times.iso(last_at)}); events must be in time order"
+                        ),
+                    )
+                if at > now:
+                    raise _at(i, InputError(f"recorded_at {times.iso(at)} is in the future"))
+            seq += 1
+            digest = event_hash(
+                seq, new.type, new.subject, new.purpose, new.value, new.notice_version,
+                new.actor, new.source, at, prev,
+            )  # fmt: skip
+            ev = Event(
+                seq, new.type, new.subject, new.purpose, new.value, new.notice_version,
+                new.actor, new.source, at, prev, digest,
+            )  # fmt: skip
+            chained.append(ev)
+            rows.append(
+                {"seq": seq, "type": ev.type, "subject_id": ev.subject, "purpose": ev.purpose,
+                 "value": ev.value, "notice_version": ev.notice_version, "actor": ev.actor,
+                 "source": ev.source, "recorded_at": at, "prev_hash": prev, "hash": digest}
+            )  # fmt: skip
+            prev, last_at = digest, at
+        conn.execute(insert(events), rows)
+        conn.execute(
+            update(ledger_head)
+            .where(ledger_head.c.id == 1)
+            .values(seq=seq, hash=prev, recorded_at=last_at)
+        )
+        projections.apply(conn, chained)
+        return chained
+
+    def _load_subjects(self, conn: Connection, ids: Iterable[str]) -> dict[str, _SubjectView]:
+        out: dict[str, _SubjectView] = {}
+        ids = sorted(ids)
+        for k in range(0, len(ids), _IN_CHUNK):
+            q = select(subject_state.c.subject_id, subject_state.c.status).where(
+                subject_state.c.subject_id.in_(ids[k : k + _IN_CHUNK])
+            )
+            out.update({sid: _SubjectView(status) for sid, status in conn.execute(q)})
+        return out
+
+    def _check(self, new: NewEvent, known: dict[str, _SubjectView]) -> NewEvent:
+        """Check one event against the policy and the subjects; fill in defaults."""
+        if new.type == EventType.SUBJECT:
+            if new.subject in known:
+                raise InputError(f"subject {new.subject!r} is already registered")
+            known[new.subject] = _SubjectView("active")
+            return new
+        subject = known.get(new.subject)
+        if subject is None:
+            raise UnknownSubject(new.subject)
+        if not new.actor.strip():
+            raise InputError("every event needs an actor")
+        if new.type == EventType.STATUS:
+            subject.status = new.value or "active"
+        if new.type in (EventType.CHOICE, EventType.NOTICE):
+            purpose = self.policy.purpose(new.purpose or "")
+            version = new.notice_version or purpose.version
+            if version > purpose.version:
+                raise InputError(
+                    f"notice version {version} of {purpose.name!r} does not exist "
+                    f"(the current one is {purpose.version})"
+                )
+            new = replace(new, notice_version=version)
+        if new.type == EventType.CHOICE:
+            self._check_authority(new, subject)
+        return new
+
+    @staticmethod
+    def _check_authority(new: NewEvent, subject: _SubjectView) -> None:
+        """Rule 10: a member acts for themselves; staff may only stop a use, audited."""
+        if new.actor == new.subject:
+            if new.value == "grant" and subject.status in ("closed", "deceased"):
+                raise InputError(
+                    f"subject {new.subject!r} is {subject.status}; a grant cannot be recorded"
+                )
+            return
+        if new.actor.startswith("staff:") and new.value in ("withdraw", "object"):
+            return
+        raise NotAuthorized(
+            f"actor {new.actor!r} may not {new.value} for subject {new.subject!r}: only the "
+            "subject itself can make this choice (staff, as 'staff:NAME', may only "
+            "withdraw or object)"
+        )
+
+    # ---- verifying ------------------------------------------------------------------
+
+    def verify(self, expected_head: str | None = None) -> VerifyReport:
+        from askfirst.ledger.verify import verify
+
+        return verify(self, expected_head)
+
+
+def _event(r: Any) -> Event:
+    return Event(
+        r.seq, r.type, r.subject_id, r.purpose, r.value, r.notice_version, r.actor,
+        r.source, r.recorded_at, r.prev_hash, r.hash,
+    )  # fmt: skip
+
+
+def _at(index: int, err: InputError) -> InputError:
+    err.index = index
+    return err
+
+
+def _existing(conn: Connection, column: Any, values: list[str]) -> set[str]:
+    found: set[str] = set()
+    for k in range(0, len(values), _IN_CHUNK):
+        q = select(column).where(column.in_(values[k : k + _IN_CHUNK]))
+        found.update(v for (v,) in conn.execute(q))
+    return found

@@ -1,0 +1,166 @@
+"""Connecting to the ledger's database: SQLite (embedded default) or PostgreSQL.
+
+SQLite runs in WAL mode with ``synchronous=FULL``, and every write transaction starts
+with ``BEGIN IMMEDIATE`` so that writers queue for the chain head instead of failing
+half-way. PostgreSQL serialises appends with ``SELECT ... FOR UPDATE`` on the head row.
+Bulk reads (decisions for every subject, verification) go through ADBC, which hands the
+rows over as Arrow columns instead of one Python tuple at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from askfirst.errors import StorageError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``sqlite:///file``, a bare path, or a PostgreSQL URL; use psycopg 3."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create(url: str) -> Engine:
+    """An engine for ``url``, with askfirst's connection settings."""
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"database URL {url!r} is not a valid URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            parent = Path(db).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StorageError(f"database folder {parent} does not exist")
+        engine = create_engine(url, connect_args={"timeout": 60})
+        _sqlite_setup(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    raise StorageError(
+        f"database URL {url!r}: askfirst supports sqlite:/// and postgresql:// databases"
+    )
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("askfirst_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that holds the chain: committed on success, else rolled back."""
+    with engine.connect().execution_options(askfirst_write=True) as conn, conn.begin():
+        yield conn
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _alembic_config(conn: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str | None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as e:
+        raise StorageError(f"cannot open the database: {e.orig}") from None
+
+
+def upgrade(engine: Engine) -> None:
+    """Create the schema, or bring it up to date (Alembic ``upgrade head``)."""
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    except OperationalError as e:
+        raise StorageError(f"cannot create the schema: {e.orig}") from None
+
+
+def check_current(engine: Engine, url: str) -> None:
+    """Fail with a clear message when the database has no schema or an old one."""
+    rev = current_revision(engine)
+    if rev is None:
+        raise StorageError(f"{url}: no askfirst ledger here; create one with 'askfirst init'")
+    if rev != head_revision():
+        raise StorageError(f"{url}: the schema is out of date; upgrade it with 'askfirst init'")
+
+
+@contextmanager
+def _adbc_cursor(engine: Engine) -> Iterator[Any]:
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+        conn = adbc_sqlite.connect(url.database or ":memory:")
+    else:
+        import adbc_driver_postgresql.dbapi as adbc_pg
+
+        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = adbc_pg.connect(libpq)
+    try:
+        cur = conn.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+    finally:
+        conn.close()
+
+
+def read_arrow(engine: Engine, sql: str) -> pa.Table:
+    """Run one read-only query through ADBC and return the rows as an Arrow table.
+
+    ``sql`` must hold no caller text: only names and numbers askfirst itself checked.
+    """
+    with _adbc_cursor(engine) as cur:
+        cur.execute(sql)
+        table: pa.Table = cur.fetch_arrow_table()
+        return table
+
+
+def stream_arrow(engine: Engine, sql: str) -> Iterator[pa.RecordBatch]:
+    """Like :func:`read_arrow`, but yields record batches as they arrive."""
+    with _adbc_cursor(engine) as cur:
+        cur.execute(sql)
+        yield from cur.fetch_record_batch()

@@ -1,0 +1,96 @@
+"""The ledger's tables: the append-only event chain, its head, and the projections.
+
+``events`` is the truth. ``subject_state``, ``choice_state`` and ``notice_state`` are
+projections of it, updated in the same transaction as each append, so that "now"
+decisions read one row per subject; ``askfirst ledger verify`` rebuilds them from the
+events and reports any row that disagrees. ``subjects`` is the directory (handle and
+names), which the gate uses to find mentions; it is not part of the chain, so that a
+name can be erased without breaking it.
+
+Times are integer microseconds since 1970-01-01 UTC (see ``askfirst.times``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(32), nullable=False),
+    Column("subject_id", String(255), nullable=False),
+    Column("purpose", String(64)),
+    Column("value", String(255)),
+    Column("notice_version", Integer),
+    Column("actor", String(255), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+Index("ix_events_subject_seq", events.c.subject_id, events.c.seq)
+Index("ix_events_recorded_at", events.c.recorded_at)
+
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("handle", String(255), unique=True),
+    Column("names", Text, nullable=False, server_default="[]"),
+)
+
+subject_state = Table(
+    "subject_state",
+    metadata,
+    Column("subject_id", String(255), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("registered_seq", BigInteger, nullable=False),
+    Column("jurisdiction", String(16)),
+    Column("jurisdiction_seq", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("status_seq", BigInteger),
+    Column("minor", String(32)),
+    Column("minor_seq", BigInteger),
+    Column("gpc_seq", BigInteger),
+)
+
+choice_state = Table(
+    "choice_state",
+    metadata,
+    Column("subject_id", String(255), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("action", String(16), nullable=False),
+    Column("notice_version", Integer),
+    Column("seq", BigInteger, nullable=False),
+)
+
+notice_state = Table(
+    "notice_state",
+    metadata,
+    Column("subject_id", String(255), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
