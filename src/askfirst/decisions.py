@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import bindparam, text
 
 from askfirst import times
@@ -42,6 +43,21 @@ class Reason(StrEnum):
 
 
 ALLOWED = frozenset({Reason.GRANTED, Reason.DEFAULT_AFTER_NOTICE})
+
+EXPLAIN: dict[Reason, str] = {
+    Reason.UNKNOWN_SUBJECT: "askfirst does not know this subject, so nothing is used",
+    Reason.ACCOUNT_CLOSED: "the account is closed or deactivated",
+    Reason.DECEASED: "the member has died",
+    Reason.MINOR: "the member is under 18",
+    Reason.WITHDRAWN: "they said no",
+    Reason.GPC: "their browser sent a Global Privacy Control signal after their last choice",
+    Reason.RECONSENT_NEEDED: "they said yes to an earlier, narrower version of this purpose",
+    Reason.GRANTED: "they said yes",
+    Reason.NO_CONSENT: "where they live, consent is needed first, and they have not given it",
+    Reason.DEFAULT_OFF: "they made no choice and this purpose is off by default",
+    Reason.NOTICE_PENDING: "the current notice was not delivered to them long enough ago",
+    Reason.DEFAULT_AFTER_NOTICE: "they were told, had time to say no, and did not",
+}
 DAY_US = 86_400 * times.MICROS
 
 
@@ -102,8 +118,10 @@ class SubjectState:
                 s.gpc_seq = e.seq
             elif e.type == EventType.CHOICE and e.purpose == purpose.name:
                 s.choice_action, s.choice_version, s.choice_seq = (
-                    e.value, e.notice_version, e.seq,
-                )  # fmt: skip
+                    e.value,
+                    e.notice_version,
+                    e.seq,
+                )
             elif (
                 e.type == EventType.NOTICE
                 and e.purpose == purpose.name
@@ -122,7 +140,9 @@ def _is_minor(value: str | None, at: int) -> bool:
     return False
 
 
-def evaluate(s: SubjectState, policy: Policy, purpose: Purpose, at: int) -> tuple[Reason, int | None]:
+def evaluate(
+    s: SubjectState, policy: Policy, purpose: Purpose, at: int
+) -> tuple[Reason, int | None]:
     """DESIGN.md's order for one subject: the first rule that applies is the reason."""
     if s.registered_seq is None:
         return Reason.UNKNOWN_SUBJECT, None
@@ -154,9 +174,7 @@ def _micros(at: datetime | None) -> int:
     return times.to_micros(at if at is not None else times.now())
 
 
-def decide(
-    ledger: Ledger, subject: str, purpose: str, at: datetime | None = None
-) -> Decision:
+def decide(ledger: Ledger, subject: str, purpose: str, at: datetime | None = None) -> Decision:
     """The decision for one subject; ``at`` defaults to now."""
     p = ledger.policy.purpose(purpose)
     t = _micros(at)
@@ -185,9 +203,13 @@ _STATE_COLUMNS = [
 ]
 STATE_SCHEMA = pa.schema(_STATE_COLUMNS)
 RESULT_SCHEMA = pa.schema(
-    [("subject", pa.string()), ("allowed", pa.bool_()), ("reason", pa.string()),
-     ("event_seq", pa.int64())]
-)  # fmt: skip
+    [
+        ("subject", pa.string()),
+        ("allowed", pa.bool_()),
+        ("reason", pa.string()),
+        ("event_seq", pa.int64()),
+    ]
+)
 
 
 def _current_sql(p: Purpose, where: str) -> str:
@@ -304,15 +326,22 @@ FROM r ORDER BY subject
 """
 
 
-def evaluate_many(state: pa.Table, policy: Policy, purpose: Purpose, at: int,
-                  subjects: Sequence[str] | None = None) -> pa.Table:  # fmt: skip
+def evaluate_many(
+    state: pa.Table,
+    policy: Policy,
+    purpose: Purpose,
+    at: int,
+    subjects: Sequence[str] | None = None,
+) -> pa.Table:
     """Apply DESIGN.md's order to every row of ``state`` (see :func:`evaluate`)."""
-    codes = pa.compute.unique(state.column("jurisdiction")).to_pylist()
+    codes = pc.unique(state.column("jurisdiction")).to_pylist()
     regimes = pa.table(
-        {"code": [c for c in codes if c is not None],
-         "regime": [str(policy.regime(c)) for c in codes if c is not None]},
+        {
+            "code": [c for c in codes if c is not None],
+            "regime": [str(policy.regime(c)) for c in codes if c is not None],
+        },
         schema=pa.schema([("code", pa.string()), ("regime", pa.string())]),
-    )  # fmt: skip
+    )
     if subjects is None:
         q = pa.table({"subject": state.column("subject_id")})
     else:

@@ -14,7 +14,35 @@ from enum import StrEnum
 import pycountry
 
 EU = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR IE IT LV LT LU MT NL PL PT RO SK SI ES SE HU".split()
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "HU",
+    ]
 )
 EEA = EU | {"IS", "LI", "NO"}
 GROUPS: dict[str, frozenset[str]] = {"EU": EU, "EEA": EEA}
@@ -36,7 +64,7 @@ def is_valid(code: str) -> bool:
     if code in GROUPS:
         return True
     if "-" in code:
-        return pycountry.subdivisions.get(code=code) is not None
+        return pycountry.subdivisions.get(code=code) is not None  # type: ignore[no-untyped-call]
     return len(code) == 2 and pycountry.countries.get(alpha_2=code) is not None
 
 

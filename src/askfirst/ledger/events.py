@@ -193,9 +193,12 @@ class NoticeIn(_In):
 
     def to_new(self, source: str) -> NewEvent:
         return self._new(
-            "system", source, type=EventType.NOTICE, purpose=self.purpose,
+            "system",
+            source,
+            type=EventType.NOTICE,
+            purpose=self.purpose,
             notice_version=self.version,
-        )  # fmt: skip
+        )
 
 
 class StatusIn(_In):

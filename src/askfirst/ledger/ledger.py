@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from askfirst import times
 from askfirst.errors import InputError, NotAuthorized, UnknownSubject
 from askfirst.ledger import projections, store
-from askfirst.ledger.events import GENESIS, Event, EventType, NewEvent, SubjectIn, event_hash
+from askfirst.ledger.events import Event, EventType, NewEvent, SubjectIn, event_hash
 from askfirst.ledger.tables import events, ledger_head, subject_state, subjects
 from askfirst.policy import Policy, load_policy
 
@@ -176,9 +176,8 @@ class Ledger:
             if batch:
                 conn.execute(
                     insert(subjects),
-                    [{"id": s.id, "handle": s.handle, "names": json.dumps(s.names)}
-                     for s in batch],
-                )  # fmt: skip
+                    [{"id": s.id, "handle": s.handle, "names": json.dumps(s.names)} for s in batch],
+                )
             return chained
 
     def _append(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
@@ -214,19 +213,46 @@ class Ledger:
                     raise _at(i, InputError(f"recorded_at {times.iso(at)} is in the future"))
             seq += 1
             digest = event_hash(
-                seq, new.type, new.subject, new.purpose, new.value, new.notice_version,
-                new.actor, new.source, at, prev,
-            )  # fmt: skip
+                seq,
+                new.type,
+                new.subject,
+                new.purpose,
+                new.value,
+                new.notice_version,
+                new.actor,
+                new.source,
+                at,
+                prev,
+            )
             ev = Event(
-                seq, new.type, new.subject, new.purpose, new.value, new.notice_version,
-                new.actor, new.source, at, prev, digest,
-            )  # fmt: skip
+                seq,
+                new.type,
+                new.subject,
+                new.purpose,
+                new.value,
+                new.notice_version,
+                new.actor,
+                new.source,
+                at,
+                prev,
+                digest,
+            )
             chained.append(ev)
             rows.append(
-                {"seq": seq, "type": ev.type, "subject_id": ev.subject, "purpose": ev.purpose,
-                 "value": ev.value, "notice_version": ev.notice_version, "actor": ev.actor,
-                 "source": ev.source, "recorded_at": at, "prev_hash": prev, "hash": digest}
-            )  # fmt: skip
+                {
+                    "seq": seq,
+                    "type": ev.type,
+                    "subject_id": ev.subject,
+                    "purpose": ev.purpose,
+                    "value": ev.value,
+                    "notice_version": ev.notice_version,
+                    "actor": ev.actor,
+                    "source": ev.source,
+                    "recorded_at": at,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
             prev, last_at = digest, at
         conn.execute(insert(events), rows)
         conn.execute(
@@ -301,9 +327,18 @@ class Ledger:
 
 def _event(r: Any) -> Event:
     return Event(
-        r.seq, r.type, r.subject_id, r.purpose, r.value, r.notice_version, r.actor,
-        r.source, r.recorded_at, r.prev_hash, r.hash,
-    )  # fmt: skip
+        r.seq,
+        r.type,
+        r.subject_id,
+        r.purpose,
+        r.value,
+        r.notice_version,
+        r.actor,
+        r.source,
+        r.recorded_at,
+        r.prev_hash,
+        r.hash,
+    )
 
 
 def _at(index: int, err: InputError) -> InputError:

@@ -38,9 +38,13 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
     for e in events:
         if e.type == EventType.SUBJECT:
             registered.append(
-                {"subject_id": e.subject, "kind": e.value, "registered_seq": e.seq,
-                 "status": "active"}
-            )  # fmt: skip
+                {
+                    "subject_id": e.subject,
+                    "kind": e.value,
+                    "registered_seq": e.seq,
+                    "status": "active",
+                }
+            )
         elif e.type == EventType.CHOICE:
             choices[(e.subject, e.purpose or "")] = e
         elif e.type == EventType.NOTICE:
@@ -76,21 +80,31 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
         conn.execute(
             stmt,
             [
-                {"subject_id": s, "purpose": p, "action": e.value,
-                 "notice_version": e.notice_version, "seq": e.seq}
+                {
+                    "subject_id": s,
+                    "purpose": p,
+                    "action": e.value,
+                    "notice_version": e.notice_version,
+                    "seq": e.seq,
+                }
                 for (s, p), e in choices.items()
             ],
-        )  # fmt: skip
+        )
     if notices:
         stmt = ins(notice_state).on_conflict_do_nothing()
         conn.execute(
             stmt,
             [
-                {"subject_id": s, "purpose": p, "version": v, "seq": e.seq,
-                 "recorded_at": e.recorded_at}
+                {
+                    "subject_id": s,
+                    "purpose": p,
+                    "version": v,
+                    "seq": e.seq,
+                    "recorded_at": e.recorded_at,
+                }
                 for (s, p, v), e in notices.items()
             ],
-        )  # fmt: skip
+        )
 
 
 # ---- rebuilding from the events ---------------------------------------------------------
@@ -118,10 +132,18 @@ def _rebuild(conn: Connection) -> tuple[dict[Any, tuple[Any, ...]], ...]:
     for sid, etype, value, seq in conn.exec_driver_sql(_LAST_BY_TYPE):
         row = subj.setdefault(
             sid,
-            {"kind": None, "registered_seq": None, "jurisdiction": None,
-             "jurisdiction_seq": None, "status": "active", "status_seq": None,
-             "minor": None, "minor_seq": None, "gpc_seq": None},
-        )  # fmt: skip
+            {
+                "kind": None,
+                "registered_seq": None,
+                "jurisdiction": None,
+                "jurisdiction_seq": None,
+                "status": "active",
+                "status_seq": None,
+                "minor": None,
+                "minor_seq": None,
+                "gpc_seq": None,
+            },
+        )
         if etype == EventType.SUBJECT:
             row["kind"], row["registered_seq"] = value, seq
         else:
@@ -141,23 +163,35 @@ def mismatches(conn: Connection, limit: int = 20) -> list[str]:
     want_subjects, want_choices, want_notices = _rebuild(conn)
     cols = [c.name for c in subject_state.c if c.name != "subject_id"]
     have_subjects = {
-        r[0]: tuple(r[1:]) for r in conn.execute(select(subject_state.c.subject_id, *[
-            subject_state.c[c] for c in cols]))
-    }  # fmt: skip
+        r[0]: tuple(r[1:])
+        for r in conn.execute(
+            select(subject_state.c.subject_id, *[subject_state.c[c] for c in cols])
+        )
+    }
     have_choices = {
         (r[0], r[1]): tuple(r[2:])
         for r in conn.execute(
-            select(choice_state.c.subject_id, choice_state.c.purpose, choice_state.c.action,
-                   choice_state.c.notice_version, choice_state.c.seq)
+            select(
+                choice_state.c.subject_id,
+                choice_state.c.purpose,
+                choice_state.c.action,
+                choice_state.c.notice_version,
+                choice_state.c.seq,
+            )
         )
-    }  # fmt: skip
+    }
     have_notices = {
         (r[0], r[1], r[2]): tuple(r[3:])
         for r in conn.execute(
-            select(notice_state.c.subject_id, notice_state.c.purpose, notice_state.c.version,
-                   notice_state.c.seq, notice_state.c.recorded_at)
+            select(
+                notice_state.c.subject_id,
+                notice_state.c.purpose,
+                notice_state.c.version,
+                notice_state.c.seq,
+                notice_state.c.recorded_at,
+            )
         )
-    }  # fmt: skip
+    }
     out: list[str] = []
     for table, want, have in (
         ("subject_state", want_subjects, have_subjects),

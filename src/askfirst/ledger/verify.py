@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from askfirst import times
 from askfirst.ledger import projections, store
 from askfirst.ledger.events import GENESIS, event_hash
 
@@ -53,17 +52,20 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
             if report.first_bad_seq is None:
                 if seq != expected_seq:
                     if seq > expected_seq:
-                        bad(expected_seq, f"missing: the events {expected_seq}..{seq - 1} "
-                            "were deleted, or seq numbers were changed")  # fmt: skip
+                        bad(
+                            expected_seq,
+                            f"missing: the events {expected_seq}..{seq - 1} "
+                            "were deleted, or seq numbers were changed",
+                        )
                     else:
                         bad(seq, "seq repeats or goes backwards")
                 elif prev_hash != prev:
-                    bad(seq, "prev_hash does not match the hash of the event before: an "
-                        "event was inserted, deleted or reordered")  # fmt: skip
-                elif (
-                    event_hash(seq, typ, subj, purp, val, nv, actor, src, at, prev_hash)
-                    != digest
-                ):
+                    bad(
+                        seq,
+                        "prev_hash does not match the hash of the event before: an "
+                        "event was inserted, deleted or reordered",
+                    )
+                elif event_hash(seq, typ, subj, purp, val, nv, actor, src, at, prev_hash) != digest:
                     bad(seq, "its content does not match its hash: the event was edited")
                 elif at < last_at:
                     bad(seq, "recorded before the event ahead of it: events were reordered")
@@ -76,11 +78,17 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
     last_seq = expected_seq - 1
     if report.first_bad_seq is None and (head.seq != last_seq or head.hash != prev):
         if head.seq > last_seq:
-            bad(last_seq + 1, f"missing: the ledger head is seq {head.seq} but the events end "
-                f"at {last_seq}: events were cut off the end")  # fmt: skip
+            bad(
+                last_seq + 1,
+                f"missing: the ledger head is seq {head.seq} but the events end "
+                f"at {last_seq}: events were cut off the end",
+            )
         else:
-            bad(head.seq + 1, f"the ledger head is seq {head.seq} ({head.hash[:12]}...) but "
-                f"the events end at seq {last_seq}")  # fmt: skip
+            bad(
+                head.seq + 1,
+                f"the ledger head is seq {head.seq} ({head.hash[:12]}...) but "
+                f"the events end at seq {last_seq}",
+            )
     if want_hash is not None and (
         found_expected is None or (want_seq is not None and found_expected != want_seq)
     ):
@@ -92,6 +100,3 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
     with ledger.engine.connect() as conn:
         report.projection_problems = projections.mismatches(conn)
     return report
-
-
-__all__ = ["verify", "times"]

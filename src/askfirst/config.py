@@ -1,0 +1,38 @@
+"""Settings: every knob askfirst reads from its environment, with its help text.
+
+One list drives the CLI options, the README's settings table and a test that checks
+each setting is documented there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    option: str
+    default: str | None
+    help: str
+
+
+DATABASE_URL = Setting(
+    name="database_url",
+    env="ASKFIRST_DATABASE_URL",
+    option="--db",
+    default="sqlite:///askfirst.db",
+    help="The ledger's database: sqlite:///FILE (the embedded default, a file in the "
+    "current folder) or postgresql://USER@HOST:PORT/DB.",
+)
+POLICY = Setting(
+    name="policy",
+    env="ASKFIRST_POLICY",
+    option="--policy",
+    default=None,
+    help="The policy TOML file; when unset, askfirst's shipped policy (every purpose off "
+    "by default, everywhere).",
+)
+
+SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY)
