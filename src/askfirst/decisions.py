@@ -9,7 +9,7 @@ reference written from DESIGN.md alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -262,27 +262,34 @@ _LIST_LIMIT = 50_000  # longer lists load every subject and filter in DuckDB
 _LIST_CHUNK = 5_000
 
 
-def load_state(
-    ledger: Ledger, purpose: Purpose, at: int, subjects: Sequence[str] | None = None
-) -> pa.Table:
-    """Every (or the listed) subject's state for ``purpose`` as of ``at``, as Arrow."""
-    current = at >= ledger.head().recorded_at
-
-    def sql(where: str) -> str:
-        return _current_sql(purpose, where) if current else _historic_sql(purpose, at, where)
-
+def _read(ledger: Ledger, sql: Callable[[str], str], subjects: Sequence[str] | None) -> pa.Table:
     if subjects is None or len(subjects) > _LIST_LIMIT:
         table = store.read_arrow(ledger.engine, sql(""))
         return table.cast(STATE_SCHEMA) if table.num_rows else STATE_SCHEMA.empty_table()
     rows: list[dict[str, Any]] = []
     ids = sorted(set(subjects))
+    stmt = text(sql("WHERE subject_id IN :ids")).bindparams(bindparam("ids", expanding=True))
     with ledger.engine.connect() as conn:
         for k in range(0, len(ids), _LIST_CHUNK):
-            stmt = text(sql("WHERE subject_id IN :ids")).bindparams(
-                bindparam("ids", expanding=True)
-            )
             rows.extend(r._asdict() for r in conn.execute(stmt, {"ids": ids[k : k + _LIST_CHUNK]}))
     return pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
+
+
+def load_state(
+    ledger: Ledger, purpose: Purpose, at: int, subjects: Sequence[str] | None = None
+) -> pa.Table:
+    """Every (or the listed) subject's state for ``purpose`` as of ``at``, as Arrow.
+
+    When nothing was recorded after ``at``, the current-state tables answer; otherwise
+    the events up to ``at`` do (also when an append lands while the tables are read).
+    """
+    before = ledger.head()
+    if at >= before.recorded_at:
+        state = _read(ledger, lambda where: _current_sql(purpose, where), subjects)
+        after = ledger.head()
+        if after.seq == before.seq or at >= after.recorded_at:
+            return state
+    return _read(ledger, lambda where: _historic_sql(purpose, at, where), subjects)
 
 
 _EVALUATE = """
@@ -378,6 +385,11 @@ def decide_many(
     a listed subject the ledger does not know is ``unknown-subject``.
     """
     p = ledger.policy.purpose(purpose)
-    t = _micros(at)
-    state = load_state(ledger, p, t, subjects)
+    if at is None:
+        # "Now" is taken after the read, so that every event the read saw is before it.
+        state = _read(ledger, lambda where: _current_sql(p, where), subjects)
+        t = _micros(None)
+    else:
+        t = _micros(at)
+        state = load_state(ledger, p, t, subjects)
     return evaluate_many(state, ledger.policy, p, t, subjects)

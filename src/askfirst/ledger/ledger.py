@@ -76,7 +76,7 @@ class Ledger:
     @classmethod
     def open(cls, url: str, policy: Policy | None = None, *, create: bool = False) -> Ledger:
         """Open the ledger at ``url``; with ``create``, make or upgrade its schema first."""
-        engine = store.create(url)
+        engine = store.create(url, must_exist=not create)
         if create:
             store.upgrade(engine)
         else:

@@ -37,8 +37,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create(url: str) -> Engine:
-    """An engine for ``url``, with askfirst's connection settings."""
+def create(url: str, *, must_exist: bool = False) -> Engine:
+    """An engine for ``url``, with askfirst's connection settings.
+
+    With ``must_exist``, a SQLite file that is not there is an error rather than a new,
+    empty file left behind.
+    """
     url = normalize_url(url)
     try:
         parsed = make_url(url)
@@ -50,6 +54,10 @@ def create(url: str) -> Engine:
             parent = Path(db).expanduser().resolve().parent
             if not parent.is_dir():
                 raise StorageError(f"database folder {parent} does not exist")
+            if must_exist and not Path(db).expanduser().exists():
+                raise StorageError(
+                    f"no ledger at {db}; create one with 'askfirst init' (or pass --db)"
+                )
         engine = create_engine(url, connect_args={"timeout": 60})
         _sqlite_setup(engine)
         return engine
@@ -140,6 +148,10 @@ def _adbc_cursor(engine: Engine) -> Iterator[Any]:
         conn = adbc_pg.connect(libpq)
     try:
         cur = conn.cursor()
+        if engine.dialect.name == "sqlite":
+            # The SQLite driver infers each column's type from its first batch; one batch
+            # per query keeps a column that starts with NULLs from failing later.
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 30)})
         try:
             yield cur
         finally:
@@ -157,10 +169,3 @@ def read_arrow(engine: Engine, sql: str) -> pa.Table:
         cur.execute(sql)
         table: pa.Table = cur.fetch_arrow_table()
         return table
-
-
-def stream_arrow(engine: Engine, sql: str) -> Iterator[pa.RecordBatch]:
-    """Like :func:`read_arrow`, but yields record batches as they arrive."""
-    with _adbc_cursor(engine) as cur:
-        cur.execute(sql)
-        yield from cur.fetch_record_batch()

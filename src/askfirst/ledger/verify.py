@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 _SQL = (
     "SELECT seq, type, subject_id, purpose, value, notice_version, actor, source, "
-    "recorded_at, prev_hash, hash FROM events ORDER BY seq"
+    "recorded_at, prev_hash, hash FROM events WHERE seq > {after} ORDER BY seq LIMIT {limit}"
 )
+_CHUNK = 250_000
 
 
 def _parse_expected(expected: str) -> tuple[int | None, str]:
@@ -43,8 +44,13 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
             report.first_bad_seq = seq
             report.problems.append(f"seq {seq}: {why}")
 
-    for batch in store.stream_arrow(ledger.engine, _SQL):
+    after = -1 << 62
+    while True:
+        batch = store.read_arrow(ledger.engine, _SQL.format(after=after, limit=_CHUNK))
+        if batch.num_rows == 0:
+            break
         cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        after = cols[0][-1]
         for seq, typ, subj, purp, val, nv, actor, src, at, prev_hash, digest in zip(
             *cols, strict=True
         ):
