@@ -114,7 +114,7 @@ def init(db: Db = config.DATABASE_URL.default or "") -> None:
 def _summary(policy: Policy) -> None:
     out.print(f"policy {policy.source}: valid (hash {policy.hash[:16]})", markup=False)
     table = Table(title="What applies where", title_justify="left")
-    table.add_column("purpose")
+    table.add_column("purpose", no_wrap=True)
     table.add_column("v", justify="right")
     table.add_column("opt-in places (EEA, GB, CH, unknown, ...)")
     table.add_column("opt-out places: " + (", ".join(policy.jurisdiction_rules.opt_out) or "none"))

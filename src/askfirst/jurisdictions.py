@@ -50,6 +50,11 @@ GROUPS: dict[str, frozenset[str]] = {"EU": EU, "EEA": EEA}
 # Places where the law requires consent, whatever a policy says, and why.
 LEGAL_FLOORS: dict[str, str] = {code: "in the EEA" for code in EEA}
 LEGAL_FLOORS.update({"GB": "the United Kingdom", "CH": "Switzerland"})
+# EU territory with an ISO 3166-1 code of its own: GDPR applies there as in the rest.
+LEGAL_FLOORS.update({"AX": "Åland, part of Finland and the EEA"})
+LEGAL_FLOORS.update(
+    dict.fromkeys(("GF", "GP", "MQ", "RE", "YT", "MF"), "an outermost region of the EU (France)")
+)
 
 
 class Regime(StrEnum):

@@ -91,6 +91,10 @@ def write(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
@@ -113,7 +117,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as e:
-        raise StorageError(f"cannot open the database: {e.orig}") from None
+        raise StorageError(f"cannot open the database: {_first_line(e.orig)}") from None
 
 
 def upgrade(engine: Engine) -> None:
@@ -122,7 +126,7 @@ def upgrade(engine: Engine) -> None:
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
     except OperationalError as e:
-        raise StorageError(f"cannot create the schema: {e.orig}") from None
+        raise StorageError(f"cannot create the schema: {_first_line(e.orig)}") from None
 
 
 def check_current(engine: Engine, url: str) -> None:
