@@ -264,8 +264,7 @@ _LIST_CHUNK = 5_000
 
 def _read(ledger: Ledger, sql: Callable[[str], str], subjects: Sequence[str] | None) -> pa.Table:
     if subjects is None or len(subjects) > _LIST_LIMIT:
-        table = store.read_arrow(ledger.engine, sql(""))
-        return table.cast(STATE_SCHEMA) if table.num_rows else STATE_SCHEMA.empty_table()
+        return store.read_arrow(ledger.engine, sql(""), STATE_SCHEMA)
     rows: list[dict[str, Any]] = []
     ids = sorted(set(subjects))
     stmt = text(sql("WHERE subject_id IN :ids")).bindparams(bindparam("ids", expanding=True))

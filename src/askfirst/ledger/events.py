@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from askfirst import jurisdictions, times
+from askfirst.errors import InputError
 
 GENESIS = "0" * 64
 ENCODING_VERSION = 1
@@ -119,6 +120,58 @@ def event_hash(
         ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def is_platform_actor(actor: str) -> bool:
+    """The platform itself (``system``, ``system:NAME``) or its staff (``staff:NAME``)."""
+    return actor == "system" or actor.startswith(("system:", "staff:"))
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+def check_shape(new: NewEvent) -> None:
+    """Raise InputError unless the event's fields are what its type allows."""
+    if new.type not in EventType.__members__.values():
+        raise InputError(f"unknown event type {new.type!r}; known: {', '.join(EventType)}")
+    for name, text, limit in (("subject", new.subject, 255), ("actor", new.actor, 255),
+                              ("source", new.source, 64)):  # fmt: skip
+        if not isinstance(text, str) or not text.strip() or len(text) > limit:
+            raise InputError(f"{name} must be 1 to {limit} characters, not {text!r}")
+    if any(c.isspace() for c in new.subject):
+        raise InputError(f"subject {new.subject!r} may not contain spaces")
+    v = new.value
+    with_purpose = new.type in (EventType.CHOICE, EventType.NOTICE)
+    if with_purpose != (new.purpose is not None):
+        raise InputError(f"a {new.type} event {'needs' if with_purpose else 'takes no'} purpose")
+    if new.notice_version is not None and (not with_purpose or new.notice_version < 1):
+        raise InputError(f"notice version {new.notice_version!r} is not valid here")
+    ok = {
+        EventType.SUBJECT: v in KINDS,
+        EventType.CHOICE: v in ACTIONS,
+        EventType.GPC: v == "1",
+        EventType.NOTICE: v is None,
+        EventType.STATUS: v in STATUSES,
+        EventType.JURISDICTION: v == "" or (v is not None and _is_code(v)),
+        EventType.MINOR: v in ("true", "false")
+        or (v is not None and v.startswith("until:") and _is_date(v[6:])),
+    }[EventType(new.type)]
+    if not ok:
+        raise InputError(f"{v!r} is not a valid value for a {new.type} event")
+    if new.type == EventType.SUBJECT and (is_platform_actor(new.subject)):
+        raise InputError(f"subject id {new.subject!r} is reserved for the platform's actors")
+
+
+def _is_code(value: str) -> bool:
+    try:
+        return jurisdictions.normalize(value) == value
+    except ValueError:
+        return False
 
 
 def minor_value(*, minor: bool | None, birth_date: date | None) -> str | None:

@@ -18,7 +18,15 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from askfirst import times
 from askfirst.errors import InputError, NotAuthorized, UnknownSubject
 from askfirst.ledger import projections, store
-from askfirst.ledger.events import Event, EventType, NewEvent, SubjectIn, event_hash
+from askfirst.ledger.events import (
+    Event,
+    EventType,
+    NewEvent,
+    SubjectIn,
+    check_shape,
+    event_hash,
+    is_platform_actor,
+)
 from askfirst.ledger.tables import events, ledger_head, subject_state, subjects
 from askfirst.policy import Policy, load_policy
 
@@ -275,47 +283,29 @@ class Ledger:
 
     def _check(self, new: NewEvent, known: dict[str, _SubjectView]) -> NewEvent:
         """Check one event against the policy and the subjects; fill in defaults."""
+        check_shape(new)
         if new.type == EventType.SUBJECT:
             if new.subject in known:
                 raise InputError(f"subject {new.subject!r} is already registered")
+            _check_authority(new, None)
             known[new.subject] = _SubjectView("active")
             return new
         subject = known.get(new.subject)
         if subject is None:
             raise UnknownSubject(new.subject)
-        if not new.actor.strip():
-            raise InputError("every event needs an actor")
-        if new.type == EventType.STATUS:
-            subject.status = new.value or "active"
         if new.type in (EventType.CHOICE, EventType.NOTICE):
             purpose = self.policy.purpose(new.purpose or "")
-            version = new.notice_version or purpose.version
+            version = purpose.version if new.notice_version is None else new.notice_version
             if version > purpose.version:
                 raise InputError(
                     f"notice version {version} of {purpose.name!r} does not exist "
                     f"(the current one is {purpose.version})"
                 )
             new = replace(new, notice_version=version)
-        if new.type == EventType.CHOICE:
-            self._check_authority(new, subject)
+        _check_authority(new, subject)
+        if new.type == EventType.STATUS:
+            subject.status = new.value or "active"
         return new
-
-    @staticmethod
-    def _check_authority(new: NewEvent, subject: _SubjectView) -> None:
-        """Rule 10: a member acts for themselves; staff may only stop a use, audited."""
-        if new.actor == new.subject:
-            if new.value == "grant" and subject.status in ("closed", "deceased"):
-                raise InputError(
-                    f"subject {new.subject!r} is {subject.status}; a grant cannot be recorded"
-                )
-            return
-        if new.actor.startswith("staff:") and new.value in ("withdraw", "object"):
-            return
-        raise NotAuthorized(
-            f"actor {new.actor!r} may not {new.value} for subject {new.subject!r}: only the "
-            "subject itself can make this choice (staff, as 'staff:NAME', may only "
-            "withdraw or object)"
-        )
 
     # ---- verifying ------------------------------------------------------------------
 
@@ -323,6 +313,44 @@ class Ledger:
         from askfirst.ledger.verify import verify
 
         return verify(self, expected_head)
+
+
+# Who may record what, besides the platform itself and its staff (rule 10).
+_SELF_MAY = {
+    EventType.GPC: {"1"},
+    EventType.STATUS: {"active", "deactivated", "closed"},  # not "deceased"
+    EventType.JURISDICTION: None,  # any value: a member says where they live
+}
+
+
+def _check_authority(new: NewEvent, subject: _SubjectView | None) -> None:
+    """Rule 10: everyone acts only for themselves; staff may stop a use, never start one."""
+    actor, platform = new.actor, is_platform_actor(new.actor)
+    if new.type == EventType.CHOICE:
+        assert subject is not None
+        if actor == new.subject:
+            if new.value == "grant" and subject.status in ("closed", "deceased"):
+                raise InputError(
+                    f"subject {new.subject!r} is {subject.status}; a grant cannot be recorded"
+                )
+            return
+        if actor.startswith("staff:") and new.value in ("withdraw", "object"):
+            return
+        raise NotAuthorized(
+            f"actor {actor!r} may not {new.value} for subject {new.subject!r}: only the "
+            "subject itself can make this choice (staff, as 'staff:NAME', may only "
+            "withdraw or object)"
+        )
+    if platform:
+        return
+    allowed = _SELF_MAY.get(EventType(new.type), set())
+    if actor == new.subject and (allowed is None or new.value in allowed):
+        return
+    raise NotAuthorized(
+        f"actor {actor!r} may not record a {new.type} event ({new.value}) for subject "
+        f"{new.subject!r}: that is for the platform ('system' or 'system:NAME') or its "
+        "staff ('staff:NAME')"
+    )
 
 
 def _event(r: Any) -> Event:

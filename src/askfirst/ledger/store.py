@@ -3,8 +3,8 @@
 SQLite runs in WAL mode with ``synchronous=FULL``, and every write transaction starts
 with ``BEGIN IMMEDIATE`` so that writers queue for the chain head instead of failing
 half-way. PostgreSQL serialises appends with ``SELECT ... FOR UPDATE`` on the head row.
-Bulk reads (decisions for every subject, verification) go through ADBC, which hands the
-rows over as Arrow columns instead of one Python tuple at a time.
+Bulk reads (decisions for every subject) come back as Arrow columns: from PostgreSQL
+through ADBC, from SQLite through the sqlite3 module itself.
 """
 
 from __future__ import annotations
@@ -138,38 +138,50 @@ def check_current(engine: Engine, url: str) -> None:
         raise StorageError(f"{url}: the schema is out of date; upgrade it with 'askfirst init'")
 
 
-@contextmanager
-def _adbc_cursor(engine: Engine) -> Iterator[Any]:
-    url = engine.url
-    if engine.dialect.name == "sqlite":
-        import adbc_driver_sqlite.dbapi as adbc_sqlite
-
-        conn = adbc_sqlite.connect(url.database or ":memory:")
-    else:
-        import adbc_driver_postgresql.dbapi as adbc_pg
-
-        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = adbc_pg.connect(libpq)
+def _read_sqlite(engine: Engine, sql: str, schema: pa.Schema | None) -> pa.Table:
+    # Through Python's own sqlite3: a second SQLite library in the process (as ADBC's
+    # SQLite driver brings) would not see this one's locks and can corrupt a WAL database.
+    raw = engine.raw_connection()
     try:
-        cur = conn.cursor()
-        if engine.dialect.name == "sqlite":
-            # The SQLite driver infers each column's type from its first batch; one batch
-            # per query keeps a column that starts with NULLs from failing later.
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(1 << 30)})
-        try:
-            yield cur
-        finally:
-            cur.close()
+        cur = raw.cursor()
+        cur.execute(sql)
+        names = [d[0] for d in cur.description]
+        chunks: list[pa.RecordBatch] = []
+        while rows := cur.fetchmany(100_000):
+            cols = list(zip(*rows, strict=True))
+            arrays = [
+                pa.array(col, type=schema.field(name).type if schema else None)
+                for name, col in zip(names, cols, strict=True)
+            ]
+            chunks.append(pa.RecordBatch.from_arrays(arrays, names=names))
+        cur.close()
     finally:
-        conn.close()
+        raw.close()
+    if chunks:
+        return (
+            pa.Table.from_batches(chunks).cast(schema) if schema else pa.Table.from_batches(chunks)
+        )
+    if schema is not None:
+        return schema.empty_table()
+    return pa.table({name: pa.array([], pa.null()) for name in names})
 
 
-def read_arrow(engine: Engine, sql: str) -> pa.Table:
-    """Run one read-only query through ADBC and return the rows as an Arrow table.
+def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Run one read-only query and return the rows as an Arrow table (cast to ``schema``).
 
+    PostgreSQL answers through ADBC, which hands the rows over as Arrow columns.
     ``sql`` must hold no caller text: only names and numbers askfirst itself checked.
     """
-    with _adbc_cursor(engine) as cur:
+    if engine.dialect.name == "sqlite":
+        return _read_sqlite(engine, sql, schema)
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
+    libpq = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with adbc_pg.connect(libpq) as conn, conn.cursor() as cur:
         cur.execute(sql)
         table: pa.Table = cur.fetch_arrow_table()
-        return table
+    return (
+        table.cast(schema)
+        if schema is not None and table.num_rows
+        else (schema.empty_table() if schema is not None else table)
+    )

@@ -7,9 +7,13 @@ and, given a head recorded earlier outside the database, a history rewritten who
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from askfirst.ledger import projections, store
+from sqlalchemy import Connection
+
+from askfirst.ledger import projections
 from askfirst.ledger.events import GENESIS, event_hash
 
 if TYPE_CHECKING:
@@ -31,6 +35,46 @@ def _parse_expected(expected: str) -> tuple[int | None, str]:
     return None, expected.strip().lower()
 
 
+def _pages(conn: Connection) -> Iterator[Sequence[Any]]:
+    """Every event in seq order, a page of rows at a time (seq is the page key)."""
+    after = -(1 << 62)
+    cur = conn.connection.cursor()
+    try:
+        while True:
+            cur.execute(_SQL.format(after=after, limit=_CHUNK))
+            rows = cur.fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+            if type(last) is not int:  # a tampered seq; the page was still checked
+                return
+            after = last
+    finally:
+        cur.close()
+
+
+@contextmanager
+def _snapshot(ledger: Ledger) -> Iterator[Connection]:
+    """One read transaction, so that appends during verification are not seen half-way."""
+    with ledger.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+def _well_typed(row: Sequence[Any]) -> bool:
+    seq, typ, subj, purp, val, nv, actor, src, at, prev_hash, digest = row
+    return (
+        type(seq) is int
+        and type(at) is int
+        and (nv is None or type(nv) is int)
+        and all(type(v) is str for v in (typ, subj, actor, src, prev_hash, digest))
+        and all(v is None or type(v) is str for v in (purp, val))
+    )
+
+
 def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
     from askfirst.ledger.ledger import VerifyReport
 
@@ -44,56 +88,55 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
             report.first_bad_seq = seq
             report.problems.append(f"seq {seq}: {why}")
 
-    after = -1 << 62
-    while True:
-        batch = store.read_arrow(ledger.engine, _SQL.format(after=after, limit=_CHUNK))
-        if batch.num_rows == 0:
-            break
-        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-        after = cols[0][-1]
-        for seq, typ, subj, purp, val, nv, actor, src, at, prev_hash, digest in zip(
-            *cols, strict=True
-        ):
-            count += 1
-            if report.first_bad_seq is None:
-                if seq != expected_seq:
-                    if seq > expected_seq:
-                        bad(
-                            expected_seq,
-                            f"missing: the events {expected_seq}..{seq - 1} "
-                            "were deleted, or seq numbers were changed",
-                        )
-                    else:
-                        bad(seq, "seq repeats or goes backwards")
+    with _snapshot(ledger) as conn:
+        for rows in _pages(conn):
+            for row in rows:
+                count += 1
+                digest = row[10]
+                if want_hash is not None and digest == want_hash:
+                    found_expected = row[0]
+                if report.first_bad_seq is not None:
+                    continue
+                if not _well_typed(row):
+                    bad(expected_seq, "a field holds a value of the wrong type: it was edited")
+                    continue
+                seq, typ, subj, purp, val, nv, actor, src, at, prev_hash, _ = row
+                if seq > expected_seq:
+                    bad(
+                        expected_seq,
+                        f"missing: the events {expected_seq}..{seq - 1} were deleted, or "
+                        "seq numbers were changed",
+                    )
+                elif seq < expected_seq:
+                    bad(seq, "seq repeats or goes backwards")
                 elif prev_hash != prev:
                     bad(
                         seq,
-                        "prev_hash does not match the hash of the event before: an "
-                        "event was inserted, deleted or reordered",
+                        "prev_hash does not match the hash of the event before: an event "
+                        "was inserted, deleted or reordered",
                     )
                 elif event_hash(seq, typ, subj, purp, val, nv, actor, src, at, prev_hash) != digest:
                     bad(seq, "its content does not match its hash: the event was edited")
                 elif at < last_at:
                     bad(seq, "recorded before the event ahead of it: events were reordered")
-            if want_hash is not None and digest == want_hash:
-                found_expected = seq
-            expected_seq, prev, last_at = seq + 1, digest, at
+                expected_seq, prev, last_at = seq + 1, digest, at
+        head = ledger.head(conn)
+        report.projection_problems = projections.mismatches(conn)
     report.events_checked = count
-    head = ledger.head()
     report.head = head
     last_seq = expected_seq - 1
     if report.first_bad_seq is None and (head.seq != last_seq or head.hash != prev):
         if head.seq > last_seq:
             bad(
                 last_seq + 1,
-                f"missing: the ledger head is seq {head.seq} but the events end "
-                f"at {last_seq}: events were cut off the end",
+                f"missing: the ledger head is seq {head.seq} but the events end at "
+                f"{last_seq}: events were cut off the end",
             )
         else:
             bad(
                 head.seq + 1,
-                f"the ledger head is seq {head.seq} ({head.hash[:12]}...) but "
-                f"the events end at seq {last_seq}",
+                f"the ledger head is seq {head.seq} ({head.hash[:12]}...) but the events "
+                f"end at seq {last_seq}",
             )
     if want_hash is not None and (
         found_expected is None or (want_seq is not None and found_expected != want_seq)
@@ -103,6 +146,4 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
             f"the expected head {want_hash[:16]}... is not at {where} in this ledger: the "
             "history up to it was rewritten or cut"
         )
-    with ledger.engine.connect() as conn:
-        report.projection_problems = projections.mismatches(conn)
     return report
