@@ -69,6 +69,33 @@ class Event:
     prev_hash: str
     hash: str
 
+    @classmethod
+    def chained(cls, new: NewEvent, *, seq: int, recorded_at: int, prev_hash: str) -> Event:
+        """``new`` as the event after ``prev_hash``, with its own hash."""
+        fields = (
+            seq, new.type, new.subject, new.purpose, new.value, new.notice_version,
+            new.actor, new.source, recorded_at, prev_hash,
+        )  # fmt: skip
+        return cls(*fields, event_hash(*fields))
+
+    @classmethod
+    def from_row(cls, r: Any) -> Event:
+        """An event from a row of the ``events`` table."""
+        return cls(
+            r.seq, r.type, r.subject_id, r.purpose, r.value, r.notice_version, r.actor,
+            r.source, r.recorded_at, r.prev_hash, r.hash,
+        )  # fmt: skip
+
+    def row(self) -> dict[str, Any]:
+        """The event as a row of the ``events`` table."""
+        return {
+            "seq": self.seq, "type": self.type, "subject_id": self.subject,
+            "purpose": self.purpose, "value": self.value,
+            "notice_version": self.notice_version, "actor": self.actor,
+            "source": self.source, "recorded_at": self.recorded_at,
+            "prev_hash": self.prev_hash, "hash": self.hash,
+        }  # fmt: skip
+
     @property
     def time(self) -> datetime:
         return times.from_micros(self.recorded_at)

@@ -24,7 +24,6 @@ from askfirst.ledger.events import (
     NewEvent,
     SubjectIn,
     check_shape,
-    event_hash,
     is_platform_actor,
 )
 from askfirst.ledger.tables import events, ledger_head, subject_state, subjects
@@ -117,7 +116,7 @@ class Ledger:
         if subject is not None:
             q = q.where(events.c.subject_id == subject)
         with self.engine.connect() as conn:
-            return [_event(r) for r in conn.execute(q)]
+            return [Event.from_row(r) for r in conn.execute(q)]
 
     def subject_events(self, subject: str, *, until: int | None = None) -> list[Event]:
         """Every event about ``subject`` (recorded at or before ``until``), in order."""
@@ -125,7 +124,7 @@ class Ledger:
         if until is not None:
             q = q.where(events.c.recorded_at <= until)
         with self.engine.connect() as conn:
-            return [_event(r) for r in conn.execute(q)]
+            return [Event.from_row(r) for r in conn.execute(q)]
 
     def subject_exists(self, subject: str) -> bool:
         q = select(subject_state.c.subject_id).where(subject_state.c.subject_id == subject)
@@ -220,48 +219,10 @@ class Ledger:
                 if at > now:
                     raise _at(i, InputError(f"recorded_at {times.iso(at)} is in the future"))
             seq += 1
-            digest = event_hash(
-                seq,
-                new.type,
-                new.subject,
-                new.purpose,
-                new.value,
-                new.notice_version,
-                new.actor,
-                new.source,
-                at,
-                prev,
-            )
-            ev = Event(
-                seq,
-                new.type,
-                new.subject,
-                new.purpose,
-                new.value,
-                new.notice_version,
-                new.actor,
-                new.source,
-                at,
-                prev,
-                digest,
-            )
+            ev = Event.chained(new, seq=seq, recorded_at=at, prev_hash=prev)
             chained.append(ev)
-            rows.append(
-                {
-                    "seq": seq,
-                    "type": ev.type,
-                    "subject_id": ev.subject,
-                    "purpose": ev.purpose,
-                    "value": ev.value,
-                    "notice_version": ev.notice_version,
-                    "actor": ev.actor,
-                    "source": ev.source,
-                    "recorded_at": at,
-                    "prev_hash": prev,
-                    "hash": digest,
-                }
-            )
-            prev, last_at = digest, at
+            rows.append(ev.row())
+            prev, last_at = ev.hash, at
         conn.execute(insert(events), rows)
         conn.execute(
             update(ledger_head)
@@ -350,22 +311,6 @@ def _check_authority(new: NewEvent, subject: _SubjectView | None) -> None:
         f"actor {actor!r} may not record a {new.type} event ({new.value}) for subject "
         f"{new.subject!r}: that is for the platform ('system' or 'system:NAME') or its "
         "staff ('staff:NAME')"
-    )
-
-
-def _event(r: Any) -> Event:
-    return Event(
-        r.seq,
-        r.type,
-        r.subject_id,
-        r.purpose,
-        r.value,
-        r.notice_version,
-        r.actor,
-        r.source,
-        r.recorded_at,
-        r.prev_hash,
-        r.hash,
     )
 
 
