@@ -45,7 +45,10 @@ LEDGER_TABLES = (
     "subject_state",
     "choice_state",
     "notice_state",
+    "authority_state",
 )
+# Tables outside the chain: sign-in accounts, API tokens and the demo platform's content.
+OTHER_TABLES = ("accounts", "api_tokens", "content")
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -593,7 +596,11 @@ def test_open_with_create_makes_the_schema(db_url: str, empty_db: sa.Engine) -> 
     assert sa.inspect(empty_db).get_table_names() == []
     with Ledger.open(db_url, create=True) as led:
         assert (led.head().seq, led.head().hash) == (0, GENESIS)
-    assert set(sa.inspect(empty_db).get_table_names()) == {*LEDGER_TABLES, "alembic_version"}
+    assert set(sa.inspect(empty_db).get_table_names()) == {
+        *LEDGER_TABLES,
+        *OTHER_TABLES,
+        "alembic_version",
+    }
 
 
 def test_open_with_create_twice_keeps_the_data(db_url: str) -> None:

@@ -32,11 +32,29 @@ class EventType(StrEnum):
     STATUS = "status"  # value: active / deactivated / closed / deceased
     JURISDICTION = "jurisdiction"  # value: a code, or "" when unknown
     MINOR = "minor"  # value: "true", "false" or "until:YYYY-MM-DD"
+    AUTHORITY = "authority"  # value: "grant|revoke:ROLE:DELEGATE" (who may act for S)
 
 
 KINDS = ("member", "organization", "person")
 ACTIONS = ("grant", "withdraw", "object")
 STATUSES = ("active", "deactivated", "closed", "deceased")
+# page-admin: a member who manages an organization's page, and may make its choices;
+# representative: a verified representative of a (deceased) member, who may stop uses.
+ROLES = ("page-admin", "representative")
+
+
+def authority_value(action: str, role: str, delegate: str) -> str:
+    return f"{action}:{role}:{delegate}"
+
+
+def parse_authority(value: str) -> tuple[str, str, str] | None:
+    """``grant:page-admin:m5`` -> (grant, page-admin, m5); None when malformed."""
+    parts = value.split(":", 2)
+    if len(parts) != 3 or parts[0] not in ("grant", "revoke") or parts[1] not in ROLES:
+        return None
+    if not parts[2] or any(c.isspace() for c in parts[2]):
+        return None
+    return parts[0], parts[1], parts[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +205,7 @@ def check_shape(new: NewEvent) -> None:
         EventType.JURISDICTION: v == "" or (v is not None and _is_code(v)),
         EventType.MINOR: v in ("true", "false")
         or (v is not None and v.startswith("until:") and _is_date(v[6:])),
+        EventType.AUTHORITY: v is not None and parse_authority(v) is not None,
     }[EventType(new.type)]
     if not ok:
         raise InputError(f"{v!r} is not a valid value for a {new.type} event")
@@ -314,8 +333,23 @@ class MinorIn(_In):
         )
 
 
+class AuthorityIn(_In):
+    type: Literal["authority"]
+    delegate: _Id
+    role: Literal["page-admin", "representative"]
+    action: Literal["grant", "revoke"] = "grant"
+
+    def to_new(self, source: str) -> NewEvent:
+        return self._new(
+            "system",
+            source,
+            type=EventType.AUTHORITY,
+            value=authority_value(self.action, self.role, self.delegate),
+        )
+
+
 EventIn = Annotated[
-    ChoiceIn | GpcIn | NoticeIn | StatusIn | JurisdictionIn | MinorIn,
+    ChoiceIn | GpcIn | NoticeIn | StatusIn | JurisdictionIn | MinorIn | AuthorityIn,
     Field(discriminator="type"),
 ]
 event_in: TypeAdapter[EventIn] = TypeAdapter(EventIn)

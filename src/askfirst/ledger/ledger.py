@@ -8,7 +8,7 @@ writes them and folds them into the projections. Either all of it is committed o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -25,8 +25,9 @@ from askfirst.ledger.events import (
     SubjectIn,
     check_shape,
     is_platform_actor,
+    parse_authority,
 )
-from askfirst.ledger.tables import events, ledger_head, subject_state, subjects
+from askfirst.ledger.tables import authority_state, events, ledger_head, subject_state, subjects
 from askfirst.policy import Policy, load_policy
 
 _IN_CHUNK = 500  # ids per IN (...) list
@@ -67,7 +68,9 @@ class VerifyReport:
 class _SubjectView:
     """What validation needs to know of a subject while a batch is checked."""
 
+    kind: str
     status: str
+    delegates: dict[str, set[str]] = field(default_factory=dict)  # delegate -> roles
 
 
 class Ledger:
@@ -196,7 +199,7 @@ class Ledger:
         h = conn.execute(head_q).one()
         seq, prev, last_at = h.seq, h.hash, h.recorded_at
         now = times.to_micros(times.now())
-        known = self._load_subjects(conn, {e.subject for e in batch})
+        known = self._load_subjects(conn, batch)
         rows: list[dict[str, Any]] = []
         chained: list[Event] = []
         for i, new in enumerate(batch):
@@ -232,14 +235,24 @@ class Ledger:
         projections.apply(conn, chained)
         return chained
 
-    def _load_subjects(self, conn: Connection, ids: Iterable[str]) -> dict[str, _SubjectView]:
+    def _load_subjects(
+        self, conn: Connection, batch: Sequence[NewEvent]
+    ) -> dict[str, _SubjectView]:
+        ids = {e.subject for e in batch}
+        for e in batch:
+            if e.type == EventType.AUTHORITY and (parsed := parse_authority(e.value or "")):
+                ids.add(parsed[2])
         out: dict[str, _SubjectView] = {}
-        ids = sorted(ids)
-        for k in range(0, len(ids), _IN_CHUNK):
-            q = select(subject_state.c.subject_id, subject_state.c.status).where(
-                subject_state.c.subject_id.in_(ids[k : k + _IN_CHUNK])
-            )
-            out.update({sid: _SubjectView(status) for sid, status in conn.execute(q)})
+        ordered = sorted(ids)
+        for k in range(0, len(ordered), _IN_CHUNK):
+            chunk = ordered[k : k + _IN_CHUNK]
+            q = select(subject_state.c.subject_id, subject_state.c.kind, subject_state.c.status)
+            q = q.where(subject_state.c.subject_id.in_(chunk))
+            out.update({sid: _SubjectView(kind, status) for sid, kind, status in conn.execute(q)})
+            a = authority_state
+            q2 = select(a.c.subject_id, a.c.delegate_id, a.c.role).where(a.c.subject_id.in_(chunk))
+            for sid, delegate, role in conn.execute(q2):
+                out[sid].delegates.setdefault(delegate, set()).add(role)
         return out
 
     def _check(self, new: NewEvent, known: dict[str, _SubjectView]) -> NewEvent:
@@ -249,7 +262,7 @@ class Ledger:
             if new.subject in known:
                 raise InputError(f"subject {new.subject!r} is already registered")
             _check_authority(new, None)
-            known[new.subject] = _SubjectView("active")
+            known[new.subject] = _SubjectView(new.value or "member", "active")
             return new
         subject = known.get(new.subject)
         if subject is None:
@@ -264,6 +277,8 @@ class Ledger:
                 )
             new = replace(new, notice_version=version)
         _check_authority(new, subject)
+        if new.type == EventType.AUTHORITY:
+            _check_delegation(new, subject, known)
         if new.type == EventType.STATUS:
             subject.status = new.value or "active"
         return new
@@ -281,26 +296,46 @@ _SELF_MAY = {
     EventType.GPC: {"1"},
     EventType.STATUS: {"active", "deactivated", "closed"},  # not "deceased"
     EventType.JURISDICTION: None,  # any value: a member says where they live
+    EventType.AUTHORITY: set(),  # only the platform verifies who may act for whom
 }
 
 
+def _check_delegation(new: NewEvent, subject: _SubjectView, known: dict[str, _SubjectView]) -> None:
+    """An authority event names a registered member, in a role that fits the subject."""
+    action, role, delegate = parse_authority(new.value or "") or ("", "", "")
+    if known.get(delegate) is None or known[delegate].kind != "member":
+        raise InputError(f"delegate {delegate!r} is not a registered member")
+    if role == "page-admin" and subject.kind != "organization":
+        raise InputError(f"{new.subject!r} is not an organization; it has no page admins")
+    if role == "representative" and subject.kind != "member":
+        raise InputError(f"{new.subject!r} is not a member; it has no representative")
+    roles = subject.delegates.setdefault(delegate, set())
+    if action == "grant":
+        roles.add(role)
+    else:
+        roles.discard(role)
+
+
 def _check_authority(new: NewEvent, subject: _SubjectView | None) -> None:
-    """Rule 10: everyone acts only for themselves; staff may stop a use, never start one."""
+    """Rule 10: everyone acts only for themselves unless the ledger shows the authority;
+    staff may stop a use, never start one."""
     actor, platform = new.actor, is_platform_actor(new.actor)
     if new.type == EventType.CHOICE:
         assert subject is not None
-        if actor == new.subject:
+        roles = subject.delegates.get(actor, set())
+        stops = new.value in ("withdraw", "object")
+        if actor == new.subject or "page-admin" in roles:
             if new.value == "grant" and subject.status in ("closed", "deceased"):
                 raise InputError(
                     f"subject {new.subject!r} is {subject.status}; a grant cannot be recorded"
                 )
             return
-        if actor.startswith("staff:") and new.value in ("withdraw", "object"):
+        if stops and ("representative" in roles or actor.startswith("staff:")):
             return
         raise NotAuthorized(
             f"actor {actor!r} may not {new.value} for subject {new.subject!r}: only the "
-            "subject itself can make this choice (staff, as 'staff:NAME', may only "
-            "withdraw or object)"
+            "subject itself (or, for an organization, a page admin) can make this choice; "
+            "a representative or staff ('staff:NAME') may only withdraw or object"
         )
     if platform:
         return

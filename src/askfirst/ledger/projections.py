@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from askfirst.ledger.events import Event, EventType
-from askfirst.ledger.tables import choice_state, notice_state, subject_state
+from askfirst.ledger.events import Event, EventType, parse_authority
+from askfirst.ledger.tables import authority_state, choice_state, notice_state, subject_state
 
 # event type -> (value column, seq column) in subject_state
 SUBJECT_COLUMNS = {
@@ -35,6 +35,7 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
     latest: dict[tuple[str, str], Event] = {}  # (subject, type) -> last event
     choices: dict[tuple[str, str], Event] = {}
     notices: dict[tuple[str, str, int], Event] = {}
+    authority: dict[tuple[str, str, str], int | None] = {}  # None: revoked
     for e in events:
         if e.type == EventType.SUBJECT:
             registered.append(
@@ -49,6 +50,9 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
             choices[(e.subject, e.purpose or "")] = e
         elif e.type == EventType.NOTICE:
             notices.setdefault((e.subject, e.purpose or "", e.notice_version or 0), e)
+        elif e.type == EventType.AUTHORITY:
+            action, role, delegate = parse_authority(e.value or "") or ("", "", "")
+            authority[(e.subject, delegate, role)] = e.seq if action == "grant" else None
         else:
             latest[(e.subject, e.type)] = e
     if registered:
@@ -106,6 +110,24 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
             ],
         )
 
+    if authority:
+        _apply_authority(conn, authority)
+
+
+def _apply_authority(conn: Connection, authority: dict[tuple[str, str, str], int | None]) -> None:
+    t = authority_state
+    key = (t.c.subject_id == bindparam("sid")) & (t.c.delegate_id == bindparam("did"))
+    key &= t.c.role == bindparam("r")
+    rows = [{"sid": s, "did": d, "r": r} for (s, d, r) in authority]
+    conn.execute(delete(t).where(key), rows)
+    granted = [
+        {"subject_id": s, "delegate_id": d, "role": r, "seq": seq}
+        for (s, d, r), seq in authority.items()
+        if seq is not None
+    ]
+    if granted:
+        conn.execute(insert(t), granted)
+
 
 # ---- rebuilding from the events ---------------------------------------------------------
 
@@ -120,6 +142,7 @@ SELECT e.subject_id, e.purpose, e.value, e.notice_version, e.seq FROM events e
 JOIN (SELECT max(seq) AS seq FROM events WHERE type = 'choice'
       GROUP BY subject_id, purpose) l ON e.seq = l.seq
 """
+_AUTHORITY = "SELECT subject_id, value, seq FROM events WHERE type = 'authority' ORDER BY seq"
 _FIRST_NOTICE = """
 SELECT e.subject_id, e.purpose, e.notice_version, e.seq, e.recorded_at FROM events e
 JOIN (SELECT min(seq) AS seq FROM events WHERE type = 'notice-delivered'
@@ -154,13 +177,18 @@ def _rebuild(conn: Connection) -> tuple[dict[Any, tuple[Any, ...]], ...]:
     cols = [c.name for c in subject_state.c if c.name != "subject_id"]
     subjects = {sid: tuple(r[c] for c in cols) for sid, r in subj.items()}
     choices = {(s, p): (v, nv, q) for s, p, v, nv, q in conn.exec_driver_sql(_LAST_CHOICE)}
+    granted: dict[tuple[str, str, str], int | None] = {}
+    for sid, value, seq in conn.exec_driver_sql(_AUTHORITY):
+        action, role, delegate = parse_authority(value or "") or ("", "", "")
+        granted[(sid, delegate, role)] = seq if action == "grant" else None
+    authority = {k: (seq,) for k, seq in granted.items() if seq is not None}
     notices = {(s, p, v): (q, t) for s, p, v, q, t in conn.exec_driver_sql(_FIRST_NOTICE)}
-    return subjects, choices, notices
+    return subjects, choices, notices, authority
 
 
 def mismatches(conn: Connection, limit: int = 20) -> list[str]:
     """Describe each projection row that disagrees with the events (at most ``limit``)."""
-    want_subjects, want_choices, want_notices = _rebuild(conn)
+    want_subjects, want_choices, want_notices, want_authority = _rebuild(conn)
     cols = [c.name for c in subject_state.c if c.name != "subject_id"]
     have_subjects = {
         r[0]: tuple(r[1:])
@@ -192,8 +220,20 @@ def mismatches(conn: Connection, limit: int = 20) -> list[str]:
             )
         )
     }
+    have_authority = {
+        (r[0], r[1], r[2]): (r[3],)
+        for r in conn.execute(
+            select(
+                authority_state.c.subject_id,
+                authority_state.c.delegate_id,
+                authority_state.c.role,
+                authority_state.c.seq,
+            )
+        )
+    }
     out: list[str] = []
     for table, want, have in (
+        ("authority_state", want_authority, have_authority),
         ("subject_state", want_subjects, have_subjects),
         ("choice_state", want_choices, have_choices),
         ("notice_state", want_notices, have_notices),

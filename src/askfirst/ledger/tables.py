@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -94,3 +96,51 @@ notice_state = Table(
     Column("seq", BigInteger, nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
 )
+
+authority_state = Table(
+    "authority_state",
+    metadata,
+    Column("subject_id", String(255), primary_key=True),
+    Column("delegate_id", String(255), primary_key=True),
+    Column("role", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+Index("ix_authority_delegate", authority_state.c.delegate_id)
+
+# ---- outside the chain: sign-in accounts, API tokens, and the demo platform's content --
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(255), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # member / staff
+    Column("subject_id", String(255)),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(255), nullable=False),
+    Column("subject_id", String(255)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+content = Table(
+    "content",
+    metadata,
+    Column("record_id", String(255), primary_key=True),
+    Column("author_id", String(255), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("mentions", Text, nullable=False, server_default="[]"),
+    Column("public", Boolean, nullable=False, server_default=false()),
+)
+Index("ix_content_author", content.c.author_id)
