@@ -60,6 +60,10 @@ class Purpose(_Strict):
     honours_gpc: bool = True
     reaches_back: bool = True
     legal_basis: str = "consent"
+    dpv_purpose: str = Field(
+        default="dpv:ResearchAndDevelopment",
+        description="the W3C Data Privacy Vocabulary purpose term used in receipts",
+    )
     history: tuple[NoticeVersion, ...] = ()
 
     @cached_property
@@ -90,10 +94,18 @@ class CategoryRules(_Strict):
     extra: tuple[str, ...] = ()
 
 
+class Controller(_Strict):
+    """Who decides how the data is used (named on every consent receipt)."""
+
+    name: str = Field(default="The platform", min_length=1)
+    contact: str = ""
+
+
 class _PolicyFile(_Strict):
     purposes: dict[str, Purpose] = Field(min_length=1)
     jurisdictions: JurisdictionRules = JurisdictionRules()
     categories: CategoryRules = CategoryRules()
+    controller: Controller = Controller()
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ class Policy:
     purposes: dict[str, Purpose]
     jurisdiction_rules: JurisdictionRules
     categories: tuple[str, ...]
+    controller: Controller
     source: str
     hash: str
 
@@ -235,6 +248,7 @@ def parse_policy(text: str, source: str = "policy.toml") -> Policy:
         purposes=dict(pf.purposes),
         jurisdiction_rules=pf.jurisdictions,
         categories=categories,
+        controller=pf.controller,
         source=source,
         hash=_canonical_hash(pf),
     )

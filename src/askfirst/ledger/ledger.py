@@ -143,7 +143,7 @@ class Ledger:
     def append_many(self, batch: Sequence[NewEvent]) -> list[Event]:
         """Append events in order, all or none. A bad one raises InputError with ``index``."""
         with store.write(self.engine) as conn:
-            return self._append(conn, batch)
+            return self.append_in(conn, batch)
 
     def register(
         self,
@@ -180,7 +180,7 @@ class Ledger:
                 if s.handle in taken:
                     raise _at(i, InputError(f"handle {s.handle!r} is already taken"))
             try:
-                chained = self._append(conn, new)
+                chained = self.append_in(conn, new)
             except InputError as e:
                 raise _at(owner[e.index], e) if e.index is not None else e from None
             if batch:
@@ -190,13 +190,20 @@ class Ledger:
                 )
             return chained
 
-    def _append(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
-        if not batch:
-            return []
+    def lock_head(self, conn: Connection) -> Head:
+        """Take the chain head inside a write transaction (``store.write``): no other
+        append can land until the transaction ends, so a check made now still holds."""
         head_q = select(ledger_head).where(ledger_head.c.id == 1)
         if store.is_postgres(self.engine):
             head_q = head_q.with_for_update()
         h = conn.execute(head_q).one()
+        return Head(h.seq, h.hash, h.recorded_at)
+
+    def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
+        """Append inside a write transaction the caller holds (``store.write``)."""
+        if not batch:
+            return []
+        h = self.lock_head(conn)
         seq, prev, last_at = h.seq, h.hash, h.recorded_at
         now = times.to_micros(times.now())
         known = self._load_subjects(conn, batch)
