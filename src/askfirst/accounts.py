@@ -49,10 +49,25 @@ def _check_password(password: str) -> None:
         raise InputError("a password needs at least 8 characters")
 
 
+def hash_password(password: str) -> str:
+    _check_password(password)
+    return _hasher.hash(password)
+
+
 def create_account(
-    ledger: Ledger, username: str, password: str, *, kind: str, subject: str | None = None
+    ledger: Ledger,
+    username: str,
+    password: str,
+    *,
+    kind: str,
+    subject: str | None = None,
+    password_hash: str | None = None,
 ) -> Account:
-    """A member account (for ``subject``) or a staff account."""
+    """A member account (for ``subject``) or a staff account.
+
+    ``password_hash`` (from :func:`hash_password`) saves hashing again when many accounts
+    share one password, as the demo's do.
+    """
     username = username.strip().lower()
     if not username or len(username) > 255 or any(c.isspace() for c in username):
         raise InputError(f"username {username!r} must be 1-255 characters without spaces")
@@ -62,7 +77,7 @@ def create_account(
         raise InputError("a member account needs --subject; a staff account takes none")
     if subject is not None and not ledger.subject_exists(subject):
         raise UnknownSubject(subject)
-    _check_password(password)
+    hashed = password_hash or hash_password(password)
     with ledger.engine.begin() as conn:
         taken = conn.execute(select(accounts.c.id).where(accounts.c.username == username))
         if taken.first() is not None:
@@ -72,7 +87,7 @@ def create_account(
                 username=username,
                 kind=kind,
                 subject_id=subject,
-                password_hash=_hasher.hash(password),
+                password_hash=hashed,
                 created_at=times.to_micros(times.now()),
             )
         )

@@ -11,19 +11,22 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from askfirst import config, times
+from askfirst import accounts, config, receipts, times
 from askfirst.decisions import EXPLAIN, decide
 from askfirst.errors import AskfirstError, InputError, PolicyError, StorageError
 from askfirst.ledger import Ledger, NewEvent
 from askfirst.ledger.imports import import_events, import_subjects
 from askfirst.policy import NEVER_USED, Policy, load_policy
+
+if TYPE_CHECKING:
+    from askfirst.web.app import WebSettings
 
 app = typer.Typer(
     help="askfirst: use members' content for AI and research only with their say-so.",
@@ -40,7 +43,15 @@ ledger_app = typer.Typer(help="The ledger's head and its verification.", no_args
 app.add_typer(policy_app, name="policy")
 app.add_typer(subjects_app, name="subjects")
 app.add_typer(events_app, name="events")
+staff_app = typer.Typer(help="Staff accounts for the admin area.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Members' local sign-in accounts.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens for services.", no_args_is_help=True)
+receipt_app = typer.Typer(help="Consent receipts.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(staff_app, name="staff")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(receipt_app, name="receipt")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -306,17 +317,208 @@ def decide_cmd(
     )
 
 
+KeyDir = Annotated[
+    Path,
+    typer.Option(config.KEY_DIR.option, envvar=config.KEY_DIR.env, help=config.KEY_DIR.help),
+]
+SecureCookies = Annotated[
+    bool,
+    typer.Option(
+        config.SECURE_COOKIES.option,
+        envvar=config.SECURE_COOKIES.env,
+        help=config.SECURE_COOKIES.help,
+    ),
+]
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+
+
+def _serve(settings: WebSettings, host: str, port: int) -> None:
+    import uvicorn
+
+    from askfirst.web import create_app
+
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="warning", server_header=False
+    )
+
+
+@app.command()
+@handles_errors
+def serve(
+    db: Db = config.DATABASE_URL.default or "",
+    policy: PolicyFile = None,
+    key_dir: KeyDir = Path(config.KEY_DIR.default or ""),
+    secure_cookies: SecureCookies = True,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+) -> None:
+    """Serve the web app (pages, staff console and /v1 API) on an existing ledger."""
+    from askfirst.web.app import WebSettings
+
+    settings = WebSettings(db, key_dir, policy, secure_cookies)
+    out.print(f"askfirst on http://{host}:{port} (ledger {db})", markup=False)
+    _serve(settings, host, port)
+
+
 @app.command()
 @handles_errors
 def demo(
-    dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo's database.")] = Path(
+    dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo platform.")] = Path(
         "askfirst-demo"
     ),
+    port: Port = 8000,
+    host: Host = "127.0.0.1",
+    no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Build the demo and stop; do not serve it.")
+    ] = False,
 ) -> None:
-    """Walk through askfirst on a small demo platform (embedded SQLite in --dir)."""
-    from askfirst.demo import run
+    """Build (or reuse) the demo platform in --dir, then serve it."""
+    from askfirst import demo as demo_platform
 
-    run(dir, out)
+    built = demo_platform.build(dir)
+    base = f"http://{host}:{port}"
+    demo_platform.summary(built, out, base)
+    if no_serve:
+        return
+    if not no_open:
+        import threading
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, [f"{base}/signin"]).start()
+    from askfirst.web.app import WebSettings
+
+    _serve(WebSettings(built.url, built.key_dir), host, port)
+
+
+# ---- accounts, staff, tokens, receipts ------------------------------------------------
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = typer.prompt("Password", hide_input=True)
+    if typer.prompt("Again", hide_input=True) != first:
+        raise InputError("the two passwords differ")
+    return str(first)
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
+@staff_app.command("create")
+@handles_errors
+def staff_create(
+    username: Annotated[str, typer.Argument(help="The staff member's sign-in name.")],
+    password_stdin: PasswordStdin = False,
+    db: Db = config.DATABASE_URL.default or "",
+) -> None:
+    """Create a staff account for the admin area."""
+    with _open(db, None) as ledger:
+        account = accounts.create_account(ledger, username, _password(password_stdin), kind="staff")
+    out.print(f"staff account {account.username!r} created", markup=False)
+
+
+@accounts_app.command("create")
+@handles_errors
+def accounts_create(
+    username: Annotated[str, typer.Argument(help="The member's sign-in name.")],
+    subject: Annotated[str, typer.Option(help="The member's subject id.")],
+    password_stdin: PasswordStdin = False,
+    db: Db = config.DATABASE_URL.default or "",
+) -> None:
+    """Create a member's local sign-in account (embedded mode)."""
+    with _open(db, None) as ledger:
+        account = accounts.create_account(
+            ledger, username, _password(password_stdin), kind="member", subject=subject
+        )
+    out.print(f"member account {account.username!r} created for {subject}", markup=False)
+
+
+@tokens_app.command("create")
+@handles_errors
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="A name for the token, e.g. the service's.")],
+    scope: Annotated[
+        list[str], typer.Option(help=f"Repeat for more: {', '.join(accounts.SCOPES)}.")
+    ],
+    subject: Annotated[
+        str | None, typer.Option(help="Bind the token to one subject; needed for choices:write.")
+    ] = None,
+    db: Db = config.DATABASE_URL.default or "",
+) -> None:
+    """Create an API token. Its secret is printed once and stored only as a hash."""
+    with _open(db, None) as ledger:
+        token, secret = accounts.create_token(ledger, name, scope, subject=subject)
+    err.print(
+        f"token {token.name!r} ({' '.join(sorted(token.scopes))}) created; keep the "
+        "secret below, it is not shown again",
+        markup=False,
+    )
+    sys.stdout.write(secret + "\n")
+
+
+@tokens_app.command("revoke")
+@handles_errors
+def tokens_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    db: Db = config.DATABASE_URL.default or "",
+) -> None:
+    """Revoke an API token at once."""
+    with _open(db, None) as ledger:
+        accounts.revoke_token(ledger, name)
+    out.print(f"token {name!r} revoked", markup=False)
+
+
+@receipt_app.command("verify")
+@handles_errors
+def receipt_verify(
+    file: Annotated[Path, typer.Argument(help="A receipt JSON file.")],
+    key_dir: Annotated[
+        Path | None,
+        typer.Option(
+            config.KEY_DIR.option,
+            envvar=config.KEY_DIR.env,
+            help="Check it was signed by this service's key (its folder).",
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            config.DATABASE_URL.option,
+            envvar=config.DATABASE_URL.env,
+            help="Also check the ledger still holds the event and head it names.",
+        ),
+    ] = None,
+) -> None:
+    """Check a consent receipt's signature (and, given --db, that the ledger agrees)."""
+    try:
+        data = json.loads(file.read_text("utf-8"))
+    except OSError as e:
+        raise InputError(f"{file}: cannot read: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{file}: not JSON: {e}") from None
+    key = receipts.ReceiptKey.load(key_dir, create=False) if key_dir else None
+    if db:
+        with _open(db, None) as ledger:
+            problems = receipts.verify(data, key, ledger)
+    else:
+        problems = receipts.verify(data, key)
+    if problems:
+        for problem in problems:
+            err.print(f"error: {problem}", markup=False)
+        raise typer.Exit(1)
+    event = data.get("event", {})
+    purpose = (data.get("purposes") or [{}])[0].get("purposeId")
+    checked = " and the ledger agrees" if db else ""
+    out.print(
+        f"valid: {data.get('piiPrincipalId')} {event.get('eventState')} for {purpose} "
+        f"at {event.get('eventTime')} (ledger seq {data['ledger']['eventSeq']}){checked}",
+        markup=False,
+    )
 
 
 def main() -> None:

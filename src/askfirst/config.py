@@ -35,4 +35,22 @@ POLICY = Setting(
     "by default, everywhere).",
 )
 
-SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY)
+KEY_DIR = Setting(
+    name="key_dir",
+    env="ASKFIRST_KEY_DIR",
+    option="--key-dir",
+    default="askfirst-keys",
+    help="Folder for the receipt-signing Ed25519 key and the session secret, kept outside "
+    "the database; made on first start.",
+)
+SECURE_COOKIES = Setting(
+    name="secure_cookies",
+    env="ASKFIRST_SECURE_COOKIES",
+    option="--secure-cookies/--no-secure-cookies",
+    default="true",
+    help="Send the session cookie only over HTTPS (browsers also accept it from "
+    "http://localhost and 127.0.0.1). Turn off only behind a TLS-terminating proxy "
+    "that talks plain HTTP to askfirst on another host.",
+)
+
+SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY, KEY_DIR, SECURE_COOKIES)

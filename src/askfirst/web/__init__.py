@@ -1,0 +1,5 @@
+"""The web adapter: member pages, the staff console and the /v1 HTTP API."""
+
+from askfirst.web.app import WebSettings, create_app
+
+__all__ = ["WebSettings", "create_app"]

@@ -1,0 +1,302 @@
+"""The HTTP API under /v1: subjects, choices, decisions, events, receipts, ledger head.
+
+Every route checks who may do what before it touches the ledger; a refusal is 403 and
+writes nothing. Bodies and answers are Pydantic models, with separate Create and Public
+shapes, so /openapi.json describes exactly what is accepted and returned.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from askfirst import privacy, receipts, times
+from askfirst.decisions import decide, decide_many
+from askfirst.errors import UnknownSubject
+from askfirst.ledger import Event, SubjectIn
+from askfirst.web.auth import (
+    SCOPE_READ,
+    SCOPE_WRITE,
+    LedgerDep,
+    Principal,
+    PrincipalDep,
+    check_session_write,
+)
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+MAX_BATCH = 10_000
+Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+class HeadPublic(BaseModel):
+    seq: int
+    hash: str
+    recorded_at: str | None
+
+
+class EventPublic(BaseModel):
+    seq: int
+    type: str
+    subject: str
+    purpose: str | None
+    value: str | None
+    notice_version: int | None
+    actor: str
+    source: str
+    recorded_at: str
+    prev_hash: str
+    hash: str
+
+
+class ChoiceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(min_length=1, max_length=64)
+    action: Literal["grant", "withdraw", "object"]
+
+
+class ChoicePublic(BaseModel):
+    event: EventPublic
+    receipt_url: str
+
+
+class DecisionPublic(BaseModel):
+    subject: str
+    purpose: str
+    at: str
+    allowed: bool
+    reason: str
+    event_seq: int | None
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(min_length=1, max_length=64)
+    subjects: list[Id] = Field(min_length=1, max_length=MAX_BATCH)
+    at: datetime | None = Field(default=None, description="ISO 8601 with a zone; default now")
+
+
+class BatchDecision(BaseModel):
+    subject: str
+    allowed: bool
+    reason: str
+    event_seq: int | None
+
+
+class BatchResponse(BaseModel):
+    purpose: str
+    at: str
+    decisions: list[BatchDecision]
+
+
+class PurposeState(BaseModel):
+    name: str
+    title: str
+    categories: list[str]
+    recipients: list[str]
+    notice_version: int
+    allowed: bool
+    reason: str
+    in_words: str
+    event_seq: int | None
+    gpc_conflict: bool
+    receipt_seq: int | None
+
+
+class SubjectPublic(BaseModel):
+    subject: str
+    kind: str
+    handle: str | None
+    jurisdiction: str | None
+    regime: str
+    gpc_honoured_at: str | None
+    purposes: list[PurposeState]
+
+
+class RegisterResponse(BaseModel):
+    registered: int
+    head: HeadPublic
+
+
+class ReceiptCheck(BaseModel):
+    valid: bool
+    problems: list[str]
+
+
+def _event(e: Event) -> EventPublic:
+    return EventPublic(**e.to_json())
+
+
+def _forbid(why: str) -> HTTPException:
+    return HTTPException(403, why)
+
+
+def _readable(principal: Principal, subject: str) -> None:
+    if not principal.may_read(subject):
+        raise _forbid(f"you may not read subject {subject!r}'s data")
+
+
+def _staff(principal: Principal) -> None:
+    if not principal.is_staff:
+        raise _forbid("this needs the admin scope or a staff account")
+
+
+def _time(at: datetime | None) -> datetime | None:
+    if at is not None and at.tzinfo is None:
+        raise HTTPException(422, "at: give a time zone, e.g. 2026-03-01T12:00:00Z")
+    return at
+
+
+@router.get("/health", response_model=Health, summary="Is the service up")
+def health() -> Health:
+    return Health(ok=True)
+
+
+@router.get("/ledger/head", response_model=HeadPublic, summary="The ledger head (public)")
+def ledger_head(ledger: LedgerDep) -> HeadPublic:
+    return HeadPublic(**ledger.head().to_json())
+
+
+@router.post(
+    "/subjects",
+    response_model=RegisterResponse,
+    status_code=201,
+    summary="Register subjects (admin)",
+)
+def register_subjects(
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+    subjects: Annotated[list[SubjectIn], Body(min_length=1, max_length=MAX_BATCH)],
+) -> RegisterResponse:
+    _staff(principal)
+    ledger.register(subjects, actor=principal.actor, source="api")
+    return RegisterResponse(registered=len(subjects), head=HeadPublic(**ledger.head().to_json()))
+
+
+@router.get(
+    "/subjects/{subject_id}", response_model=SubjectPublic, summary="A subject's settings and state"
+)
+def get_subject(subject_id: str, principal: PrincipalDep, ledger: LedgerDep) -> dict[str, Any]:
+    _readable(principal, subject_id)
+    return privacy.overview(ledger, subject_id)
+
+
+@router.get(
+    "/subjects/{subject_id}/events",
+    response_model=list[EventPublic],
+    summary="A subject's ledger events",
+)
+def subject_events(
+    subject_id: str,
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EventPublic]:
+    _readable(principal, subject_id)
+    if not ledger.subject_exists(subject_id):
+        raise UnknownSubject(subject_id)
+    return [_event(e) for e in ledger.events(after=after, limit=limit, subject=subject_id)]
+
+
+@router.post(
+    "/subjects/{subject_id}/choices",
+    response_model=ChoicePublic,
+    status_code=201,
+    summary="Say yes or no for one purpose",
+)
+def make_choice(
+    subject_id: str,
+    body: ChoiceCreate,
+    request: Request,
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+) -> ChoicePublic:
+    if (
+        principal.kind == "token"
+        and SCOPE_WRITE not in principal.scopes
+        and not (principal.is_staff)
+    ):
+        raise _forbid("this token lacks the choices:write scope")
+    if not (principal.may_act_for(subject_id) or principal.is_staff):
+        raise _forbid(f"you may not change subject {subject_id!r}'s choices")
+    check_session_write(request, principal)
+    ev = privacy.choose(
+        ledger, subject_id, body.purpose, body.action, actor=principal.actor, source="api"
+    )
+    return ChoicePublic(event=_event(ev), receipt_url=f"/v1/receipts/{ev.seq}")
+
+
+@router.get(
+    "/decisions/{subject_id}",
+    response_model=DecisionPublic,
+    summary="May this subject's data be used for a purpose, and why",
+)
+def one_decision(
+    subject_id: str,
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+    purpose: Annotated[str, Query(min_length=1, max_length=64)],
+    at: Annotated[datetime | None, Query(description="ISO 8601 with a zone")] = None,
+) -> DecisionPublic:
+    if SCOPE_READ not in principal.scopes:
+        _readable(principal, subject_id)
+    return DecisionPublic(**decide(ledger, subject_id, purpose, _time(at)).to_json())
+
+
+@router.post(
+    "/decisions/batch", response_model=BatchResponse, summary="Decisions for up to 10,000 subjects"
+)
+def batch_decisions(
+    body: BatchRequest, principal: PrincipalDep, ledger: LedgerDep
+) -> BatchResponse:
+    if SCOPE_READ not in principal.scopes and not principal.is_staff:
+        raise _forbid("batch decisions need the decisions:read scope")
+    at = _time(body.at) or times.now()
+    table = decide_many(ledger, body.purpose, body.subjects, at)
+    return BatchResponse(
+        purpose=body.purpose,
+        at=times.iso(at),
+        decisions=[BatchDecision(**row) for row in table.to_pylist()],
+    )
+
+
+@router.get("/events", response_model=list[EventPublic], summary="Ledger events (admin)")
+def list_events(
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EventPublic]:
+    _staff(principal)
+    return [_event(e) for e in ledger.events(after=after, limit=limit)]
+
+
+@router.get("/receipts/{seq}", summary="The signed consent receipt for a choice")
+def get_receipt(
+    seq: int, request: Request, principal: PrincipalDep, ledger: LedgerDep
+) -> dict[str, Any]:
+    evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []
+    if not evs or evs[0].seq != seq:
+        raise HTTPException(404, f"no ledger event {seq}")
+    _readable(principal, evs[0].subject)
+    url = str(request.url_for("data_privacy"))
+    return receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)
+
+
+@router.post(
+    "/receipts/verify",
+    response_model=ReceiptCheck,
+    summary="Check a receipt's signature and that the ledger still agrees",
+)
+def verify_receipt(
+    receipt: Annotated[dict[str, Any], Body()], request: Request, ledger: LedgerDep
+) -> ReceiptCheck:
+    problems = receipts.verify(receipt, request.app.state.receipt_key, ledger)
+    return ReceiptCheck(valid=not problems, problems=problems)

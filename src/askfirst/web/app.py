@@ -1,0 +1,175 @@
+"""The web application: ``create_app(settings)`` builds it, never at import time.
+
+It holds the cross-cutting parts: settings, the open ledger, sessions, security headers,
+and the mapping of library errors to 4xx answers. The member pages live in
+``pages.py``, the HTTP API in ``api.py``, sign-in and permissions in ``auth.py``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from askfirst.errors import (
+    AskfirstError,
+    InputError,
+    NotAuthorized,
+    StorageError,
+    UnknownPurpose,
+    UnknownSubject,
+)
+from askfirst.ledger import Ledger
+from askfirst.policy import load_policy
+from askfirst.receipts import ReceiptKey
+
+HERE = Path(__file__).parent
+SESSION_KEY_FILE = "session.key"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "interest-cohort=(), browsing-topics=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """What the web app needs; the CLI builds it from askfirst's settings."""
+
+    database_url: str
+    key_dir: Path
+    policy_path: Path | None = None
+    secure_cookies: bool = True
+    signin_attempts: int = 5  # failures allowed per client and username ...
+    signin_window_s: int = 300  # ... within this many seconds
+
+
+def session_secret(key_dir: Path) -> str:
+    """The session-signing secret, made on first start and kept beside the receipt key."""
+    path = key_dir / SESSION_KEY_FILE
+    if not path.exists():
+        key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _status_for(error: AskfirstError) -> int:
+    if isinstance(error, NotAuthorized):
+        return 403
+    if isinstance(error, UnknownSubject | UnknownPurpose):
+        return 404
+    if isinstance(error, InputError):
+        return 400
+    if isinstance(error, StorageError):
+        return 503
+    return 409
+
+
+def wants_html(request: Request) -> bool:
+    """Pages answer errors in HTML; the API and JSON twins answer in JSON."""
+    path = request.url.path
+    return not (path.startswith("/v1/") or path.endswith(".json") or path == "/openapi.json")
+
+
+def create_app(settings: WebSettings) -> FastAPI:
+    ledger = Ledger.open(settings.database_url, load_policy(settings.policy_path))
+    key = ReceiptKey.load(settings.key_dir)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ledger.close()
+
+    app = FastAPI(
+        title="askfirst",
+        version="1",
+        description="Members' say-so for AI training and research: choices, decisions, "
+        "receipts and the consent ledger.",
+        lifespan=lifespan,
+        docs_url=None,  # the schema is at /openapi.json; no third-party scripts on our pages
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.ledger = ledger
+    app.state.receipt_key = key
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.signin_failures = {}
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith(("/v1/", "/signin", "/settings", "/admin", "/receipts")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings.key_dir),
+        session_cookie="askfirst_session",
+        max_age=8 * 3600,
+        same_site="lax",
+        https_only=settings.secure_cookies,
+    )
+
+    @app.exception_handler(AskfirstError)
+    async def library_error(request: Request, exc: AskfirstError) -> Response:
+        status = _status_for(exc)
+        if wants_html(request):
+            return error_page(request, status, str(exc))
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if wants_html(request):
+            return error_page(request, exc.status_code, str(exc.detail))
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}"
+        if wants_html(request):
+            return error_page(request, 422, message)
+        return JSONResponse({"error": message, "details": errors}, status_code=422)
+
+    from askfirst.web import api, pages
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    return app
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "message": message, "principal": None, "csrf": ""},
+        status_code=status,
+    )

@@ -1,0 +1,160 @@
+"""Who is asking, and what they may do: sessions, API tokens, CSRF and sign-in limits.
+
+A request is made by a :class:`Principal`: a member or staff account signed in with a
+session cookie, or a service holding a bearer token with scopes. A member acts for
+their own subject and for the organizations whose page the ledger says they run; a
+token bound to a subject acts only for it; staff act through audited admin actions.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from askfirst import accounts, privacy
+from askfirst.ledger import Ledger
+
+if TYPE_CHECKING:
+    from askfirst.web.app import WebSettings
+
+SCOPE_READ, SCOPE_WRITE, SCOPE_ADMIN = "decisions:read", "choices:write", "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # member / staff / token
+    name: str
+    subject: str | None = None
+    scopes: frozenset[str] = frozenset()
+    acts_for: frozenset[str] = field(default_factory=frozenset)
+    via_session: bool = False
+
+    @property
+    def actor(self) -> str:
+        """How the ledger names this principal when it records an event."""
+        if self.kind == "staff":
+            return f"staff:{self.name}"
+        if self.subject:
+            return self.subject
+        return f"staff:token:{self.name}" if self.is_staff else f"service:{self.name}"
+
+    @property
+    def is_staff(self) -> bool:
+        return self.kind == "staff" or SCOPE_ADMIN in self.scopes
+
+    def may_act_for(self, subject: str) -> bool:
+        return subject in self.acts_for
+
+    def may_read(self, subject: str) -> bool:
+        return self.is_staff or subject in self.acts_for
+
+
+def get_ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+
+
+def _member(ledger: Ledger, account: accounts.Account) -> Principal:
+    assert account.subject_id is not None
+    managed = privacy.managed_by(ledger, account.subject_id)
+    return Principal(
+        kind="member",
+        name=account.username,
+        subject=account.subject_id,
+        acts_for=frozenset({account.subject_id, *managed}),
+        via_session=True,
+    )
+
+
+def current(request: Request, ledger: LedgerDep) -> Principal | None:
+    """The principal behind this request, or None for an anonymous visitor."""
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, secret = header.partition(" ")
+        token = accounts.token_for(ledger, secret.strip()) if scheme.lower() == "bearer" else None
+        if token is None:
+            raise HTTPException(
+                401,
+                "the bearer token is unknown or revoked",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        bound = frozenset({token.subject_id}) if token.subject_id else frozenset()
+        return Principal("token", token.name, token.subject_id, token.scopes, bound)
+    account_id = request.session.get("account")
+    if not isinstance(account_id, int):
+        return None
+    account = accounts.get_account(ledger, account_id)
+    if account is None:
+        request.session.clear()
+        return None
+    if account.kind == "staff":
+        return Principal(
+            "staff", account.username, scopes=frozenset({SCOPE_ADMIN}), via_session=True
+        )
+    member = _member(ledger, account)
+    if request.headers.get("sec-gpc") == "1" and member.subject:
+        privacy.note_gpc(ledger, member.subject)
+    return member
+
+
+MaybePrincipal = Annotated[Principal | None, Depends(current)]
+
+
+def signed_in(principal: MaybePrincipal) -> Principal:
+    if principal is None:
+        raise HTTPException(
+            401, "sign in, or send a bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(signed_in)]
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, made on first use; forms carry it back."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def check_csrf(request: Request, supplied: str | None) -> None:
+    expected = request.session.get("csrf")
+    if (
+        not isinstance(expected, str)
+        or not supplied
+        or not secrets.compare_digest(expected, supplied)
+    ):
+        raise HTTPException(403, "the form's CSRF token is missing or stale; reload the page")
+
+
+def check_session_write(request: Request, principal: Principal) -> None:
+    """A cookie-authenticated API write must prove it comes from our own pages."""
+    if principal.via_session:
+        check_csrf(request, request.headers.get("x-csrf-token"))
+
+
+def signin_allowed(request: Request, username: str) -> bool:
+    """False while this client has failed to sign in as ``username`` too often."""
+    settings: WebSettings = request.app.state.settings
+    failures: dict[tuple[str, str], list[float]] = request.app.state.signin_failures
+    key = (request.client.host if request.client else "?", username.lower())
+    now = time.monotonic()
+    recent = [t for t in failures.get(key, []) if now - t < settings.signin_window_s]
+    failures[key] = recent
+    return len(recent) < settings.signin_attempts
+
+
+def note_signin_failure(request: Request, username: str) -> None:
+    failures: dict[tuple[str, str], list[float]] = request.app.state.signin_failures
+    key = (request.client.host if request.client else "?", username.lower())
+    failures.setdefault(key, []).append(time.monotonic())

@@ -1,0 +1,399 @@
+"""Server-rendered pages, each with a JSON twin at the same path plus ``.json``.
+
+Sign-in; Settings & Privacy -> Data privacy (one button to say yes, one to say no, one
+to turn everything off); consent receipts to download; members' public profiles and posts,
+which carry machine-readable do-not-train signals when the member's answer is no; and
+the staff console's home.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
+
+from askfirst import accounts, privacy, receipts, times
+from askfirst.decisions import decide, decide_many
+from askfirst.ledger.tables import choice_state, content, subject_state
+from askfirst.web.auth import (
+    LedgerDep,
+    MaybePrincipal,
+    Principal,
+    check_csrf,
+    csrf_token,
+    note_signin_failure,
+    signin_allowed,
+)
+
+router = APIRouter(include_in_schema=False)
+GENAI = "genai-training"
+# Machine-readable "do not train" signals for crawlers: the older noai convention, the
+# W3C TDM Reservation Protocol, and the IETF AI Preferences vocabulary.
+DO_NOT_TRAIN = {
+    "X-Robots-Tag": "noai, noimageai",
+    "tdm-reservation": "1",
+    "Content-Usage": "train-ai=n",
+}
+
+
+def _page(
+    name: str, template: str
+) -> Callable[[Request, dict[str, Any], Principal | None], Response]:
+    """Render ``data`` as the page, or as JSON when the path ends in .json."""
+
+    def render(request: Request, data: dict[str, Any], principal: Principal | None) -> Response:
+        if request.url.path.endswith(".json"):
+            return JSONResponse(data)
+        context = {
+            "data": data,
+            "principal": principal,
+            "csrf": csrf_token(request) if principal else "",
+            "json_url": request.url.path.rstrip("/") + ".json"
+            if request.url.path != "/"
+            else "/index.json",
+            "page": name,
+        }
+        return _templates(request).TemplateResponse(request, template, context)
+
+    return render
+
+
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def _require(principal: Principal | None, request: Request) -> Principal:
+    if principal is None:
+        if request.url.path.endswith(".json"):
+            raise HTTPException(401, "sign in first")
+        raise HTTPException(303, headers={"Location": f"/signin?next={request.url.path}"})
+    return principal
+
+
+# ---- home and sign-in ------------------------------------------------------------------
+
+
+@router.get("/", name="home")
+@router.get("/index.json")
+def home(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
+    data = {
+        "service": "askfirst",
+        "signed_in_as": principal.name if principal else None,
+        "purposes": [{"name": p.name, "title": p.title} for p in ledger.policy.purposes.values()],
+        "links": {
+            "settings": "/settings",
+            "data_privacy": "/settings/data-privacy",
+            "signin": "/signin",
+            "api": "/openapi.json",
+        },
+    }
+    return _page("home", "home.html")(request, data, principal)
+
+
+@router.get("/signin", name="signin")
+@router.get("/signin.json")
+def signin_form(request: Request, principal: MaybePrincipal, next: str = "/settings") -> Response:
+    data = {
+        "signed_in_as": principal.name if principal else None,
+        "next": _safe_next(next),
+        "fields": ["username", "password"],
+    }
+    if request.url.path.endswith(".json"):
+        return JSONResponse(data)
+    context = {
+        "data": data,
+        "principal": principal,
+        "csrf": _login_csrf(request),
+        "json_url": "/signin.json",
+        "page": "signin",
+        "error": None,
+    }
+    return _templates(request).TemplateResponse(request, "signin.html", context)
+
+
+def _login_csrf(request: Request) -> str:
+    return csrf_token(request)
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith("/") and not target.startswith("//") else "/settings"
+
+
+@router.post("/signin")
+def signin(
+    request: Request,
+    ledger: LedgerDep,
+    username: Annotated[str, Form(max_length=255)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/settings",
+) -> Response:
+    check_csrf(request, csrf_token)
+    if not signin_allowed(request, username):
+        raise HTTPException(
+            429, "too many failed sign-ins; wait a few minutes", headers={"Retry-After": "300"}
+        )
+    account = accounts.authenticate(ledger, username, password)
+    if account is None:
+        note_signin_failure(request, username)
+        context = {
+            "data": {"next": _safe_next(next)},
+            "principal": None,
+            "csrf": _login_csrf(request),
+            "json_url": "/signin.json",
+            "page": "signin",
+            "error": "That username and password do not match.",
+        }
+        return _templates(request).TemplateResponse(
+            request, "signin.html", context, status_code=401
+        )
+    request.session.clear()  # a fresh session: no fixation
+    request.session["account"] = account.id
+    target = "/admin" if account.kind == "staff" else _safe_next(next)
+    return RedirectResponse(target, status_code=303)
+
+
+@router.post("/signout")
+def signout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    request.session.clear()
+    return RedirectResponse("/", status_code=303)
+
+
+# ---- Settings & Privacy ----------------------------------------------------------------
+
+
+@router.get("/settings", name="settings")
+@router.get("/settings.json")
+def settings_hub(request: Request, principal: MaybePrincipal) -> Response:
+    who = _require(principal, request)
+    data = {
+        "sections": [
+            {
+                "title": "Data privacy",
+                "url": "/settings/data-privacy",
+                "summary": "How your data is used to train AI and for research, and your choices.",
+            },
+        ],
+        "signed_in_as": who.name,
+    }
+    return _page("settings", "settings.html")(request, data, who)
+
+
+def _subject(principal: Principal, subject: str | None) -> str:
+    target = subject or principal.subject
+    if target is None:
+        raise HTTPException(400, "staff accounts have no data privacy settings of their own")
+    if not principal.may_act_for(target):
+        raise HTTPException(403, f"you may not see or change {target!r}'s settings")
+    return target
+
+
+@router.get("/settings/data-privacy", name="data_privacy")
+@router.get("/settings/data-privacy.json")
+def data_privacy(
+    request: Request, principal: MaybePrincipal, ledger: LedgerDep, subject: str | None = None
+) -> Response:
+    who = _require(principal, request)
+    target = _subject(who, subject)
+    data = privacy.overview(ledger, target)
+    data["managed_pages"] = sorted(who.acts_for - {who.subject})
+    data["acting_for_other"] = target != who.subject
+    data["flash"] = request.session.pop("flash", None)
+    return _page("data-privacy", "data_privacy.html")(request, data, who)
+
+
+def _back(subject: str, principal: Principal) -> str:
+    suffix = f"?subject={subject}" if subject != principal.subject else ""
+    return f"/settings/data-privacy{suffix}"
+
+
+@router.post("/settings/data-privacy/choice")
+def data_privacy_choice(
+    request: Request,
+    principal: MaybePrincipal,
+    ledger: LedgerDep,
+    purpose: Annotated[str, Form(max_length=64)],
+    action: Annotated[str, Form(max_length=16)],
+    csrf_token: Annotated[str, Form()] = "",
+    subject: Annotated[str | None, Form(max_length=255)] = None,
+) -> Response:
+    who = _require(principal, request)
+    check_csrf(request, csrf_token)
+    target = _subject(who, subject)
+    ev = privacy.choose(ledger, target, purpose, action, actor=who.actor, source="web")
+    title = ledger.policy.purpose(purpose).title
+    said = "yes" if action == "grant" else "no"
+    request.session["flash"] = {
+        "text": f"Saved: you said {said} to “{title}”. It applies now.",
+        "receipt_seq": ev.seq,
+    }
+    return RedirectResponse(_back(target, who), status_code=303)
+
+
+@router.post("/settings/data-privacy/all-off")
+def data_privacy_all_off(
+    request: Request,
+    principal: MaybePrincipal,
+    ledger: LedgerDep,
+    csrf_token: Annotated[str, Form()] = "",
+    subject: Annotated[str | None, Form(max_length=255)] = None,
+) -> Response:
+    who = _require(principal, request)
+    check_csrf(request, csrf_token)
+    target = _subject(who, subject)
+    evs = privacy.turn_off_all(ledger, target, actor=who.actor, source="web")
+    request.session["flash"] = {
+        "text": "Saved: every AI and research use is off. It applies now.",
+        "receipt_seq": evs[-1].seq,
+    }
+    return RedirectResponse(_back(target, who), status_code=303)
+
+
+@router.get("/receipts/{seq}.json")
+def download_receipt(
+    seq: int, request: Request, principal: MaybePrincipal, ledger: LedgerDep
+) -> Response:
+    who = _require(principal, request)
+    evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []
+    if not evs or evs[0].seq != seq or not who.may_read(evs[0].subject):
+        raise HTTPException(404, f"you have no receipt {seq}")
+    url = str(request.url_for("data_privacy"))
+    body = receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)
+    return Response(
+        json.dumps(body, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="askfirst-receipt-{seq}.json"'},
+    )
+
+
+# ---- public pages ----------------------------------------------------------------------
+
+
+def _public_headers(ledger: LedgerDep, subject: str) -> dict[str, str]:
+    return {} if decide(ledger, subject, GENAI).allowed else dict(DO_NOT_TRAIN)
+
+
+def _posts(ledger: LedgerDep, author: str, limit: int = 20) -> list[dict[str, Any]]:
+    q = (
+        select(content)
+        .where(content.c.author_id == author, content.c.public.is_(True))
+        .order_by(content.c.created_at.desc())
+        .limit(limit)
+    )
+    with ledger.engine.connect() as conn:
+        return [
+            {
+                "record_id": r.record_id,
+                "category": r.category,
+                "text": r.text,
+                "created_at": times.iso(r.created_at),
+            }
+            for r in conn.execute(q)
+        ]
+
+
+@router.get("/in/{handle}.json")
+@router.get("/in/{handle}", name="profile")
+def public_profile(
+    handle: str, request: Request, principal: MaybePrincipal, ledger: LedgerDep
+) -> Response:
+    subject = privacy.subject_for_handle(ledger, handle)
+    if subject is None:
+        raise HTTPException(404, f"no member with the handle {handle!r}")
+    who = privacy.profile(ledger, subject)
+    if who.status in ("closed", "deactivated"):
+        raise HTTPException(404, f"no member with the handle {handle!r}")
+    headers = _public_headers(ledger, subject)
+    data = {
+        "handle": who.handle,
+        "names": who.names,
+        "kind": who.kind,
+        "deceased": who.status == "deceased",
+        "ai_training": "allowed" if not headers else "not allowed",
+        "posts": _posts(ledger, subject),
+    }
+    response = _page("profile", "profile.html")(request, data, principal)
+    response.headers.update(headers)
+    return response
+
+
+@router.get("/posts/{record_id}.json")
+@router.get("/posts/{record_id}", name="post")
+def public_post(
+    record_id: str, request: Request, principal: MaybePrincipal, ledger: LedgerDep
+) -> Response:
+    q = select(content).where(content.c.record_id == record_id, content.c.public.is_(True))
+    with ledger.engine.connect() as conn:
+        row = conn.execute(q).first()
+    if row is None:
+        raise HTTPException(404, f"no public post {record_id!r}")
+    author = privacy.profile(ledger, row.author_id)
+    headers = _public_headers(ledger, row.author_id)
+    data = {
+        "record_id": row.record_id,
+        "category": row.category,
+        "text": row.text,
+        "created_at": times.iso(row.created_at),
+        "author": author.handle,
+        "author_names": author.names,
+        "ai_training": "allowed" if not headers else "not allowed",
+    }
+    response = _page("post", "post.html")(request, data, principal)
+    response.headers.update(headers)
+    return response
+
+
+# ---- staff ------------------------------------------------------------------------------
+
+
+@router.get("/admin", name="admin")
+@router.get("/admin.json")
+def admin_home(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
+    who = _require(principal, request)
+    if not who.is_staff:
+        raise HTTPException(403, "the admin area is for staff")
+    data = {
+        "head": ledger.head().to_json(),
+        "choices": _choice_counts(ledger),
+        "decisions": _decision_counts(ledger),
+    }
+    return _page("admin", "admin.html")(request, data, who)
+
+
+def _choice_counts(ledger: LedgerDep) -> list[dict[str, Any]]:
+    """Current choices by purpose, regime and action."""
+    q = (
+        select(
+            choice_state.c.purpose,
+            subject_state.c.jurisdiction,
+            choice_state.c.action,
+            func.count(),
+        )
+        .join(subject_state, subject_state.c.subject_id == choice_state.c.subject_id)
+        .group_by(choice_state.c.purpose, subject_state.c.jurisdiction, choice_state.c.action)
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    with ledger.engine.connect() as conn:
+        for purpose, jurisdiction, action, n in conn.execute(q):
+            key = (purpose, str(ledger.policy.regime(jurisdiction)), action)
+            counts[key] = counts.get(key, 0) + n
+    return [
+        {"purpose": p, "regime": r, "action": a, "count": n}
+        for (p, r, a), n in sorted(counts.items())
+    ]
+
+
+def _decision_counts(ledger: LedgerDep) -> list[dict[str, Any]]:
+    out = []
+    for name in ledger.policy.purposes:
+        table = decide_many(ledger, name)
+        allowed = sum(table.column("allowed").to_pylist())
+        out.append({"purpose": name, "subjects": table.num_rows, "allowed": allowed})
+    return out
