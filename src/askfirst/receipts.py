@@ -79,7 +79,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode base64url, accepting only its one canonical spelling (so that a receipt has
+    exactly one form: no spare bits set, no padding, no stray characters)."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def canonical(receipt: dict[str, Any]) -> bytes:
@@ -164,7 +169,7 @@ def verify(receipt: Any, key: ReceiptKey | None = None, ledger: Ledger | None = 
     try:
         public = Ed25519PublicKey.from_public_bytes(_unb64(str(sig.get("publicKey", ""))))
         public.verify(_unb64(str(sig.get("value", ""))), canonical(receipt))
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):
         return ["the signature does not match the receipt: it was altered or forged"]
     problems: list[str] = []
     if key is not None and sig.get("publicKey") != key.public_b64:
