@@ -220,7 +220,7 @@ def _history(rng: random.Random, members: list[SubjectIn], t0: int) -> list[NewE
                             ),
                         )
                     )
-        if r < 0.06:
+        if r < 0.06 and m.handle not in {h for h, _ in SAMPLES.values()}:
             evs.append(
                 (
                     t0 + rng.randint(100, 300) * day,

@@ -23,6 +23,15 @@ from askfirst.ledger import Event, EventType, Ledger, NewEvent, store
 from askfirst.ledger.tables import authority_state, subject_state, subjects
 
 YES, NO = "grant", "withdraw"
+CATEGORY_WORDS = {
+    "profile": "your profile",
+    "post": "posts",
+    "comment": "comments",
+    "article": "articles",
+    "video": "videos",
+    "ai-prompt": "what you type into AI features",
+}
+SAID = {"grant": "You said yes", "withdraw": "You said no", "object": "You objected"}
 
 
 def _day(us: int) -> str:
@@ -128,6 +137,7 @@ def overview(ledger: Ledger, subject: str) -> dict[str, Any]:
                 "title": p.title,
                 "description": p.description,
                 "categories": list(p.categories),
+                "categories_in_words": [CATEGORY_WORDS.get(c, c) for c in p.categories],
                 "recipients": list(p.recipients),
                 "notice_version": p.version,
                 "allowed": d.allowed,

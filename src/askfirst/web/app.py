@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -142,6 +142,9 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        location = (exc.headers or {}).get("Location")
+        if 300 <= exc.status_code < 400 and location:
+            return RedirectResponse(location, status_code=exc.status_code)
         if wants_html(request):
             return error_page(request, exc.status_code, str(exc.detail))
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
@@ -166,10 +169,24 @@ def create_app(settings: WebSettings) -> FastAPI:
 
 
 def error_page(request: Request, status: int, message: str) -> Response:
+    """The error, on a page that still shows who is signed in."""
+    from askfirst.web.auth import csrf_token, current
+
+    try:
+        principal = current(request, request.app.state.ledger)
+    except (AskfirstError, StarletteHTTPException):
+        principal = None
     templates: Jinja2Templates = request.app.state.templates
     return templates.TemplateResponse(
         request,
         "error.html",
-        {"status": status, "message": message, "principal": None, "csrf": ""},
+        {
+            "status": status,
+            "message": message,
+            "principal": principal,
+            "csrf": csrf_token(request) if principal else "",
+            "json_url": "/index.json",
+            "page": "error",
+        },
         status_code=status,
     )

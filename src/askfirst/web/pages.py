@@ -203,7 +203,10 @@ def data_privacy(
     who = _require(principal, request)
     target = _subject(who, subject)
     data = privacy.overview(ledger, target)
-    data["managed_pages"] = sorted(who.acts_for - {who.subject})
+    data["managed_pages"] = [
+        {"subject": org, "name": (privacy.profile(ledger, org).names or [org])[0]}
+        for org in sorted(who.acts_for - {who.subject})
+    ]
     data["acting_for_other"] = target != who.subject
     data["flash"] = request.session.pop("flash", None)
     return _page("data-privacy", "data_privacy.html")(request, data, who)
