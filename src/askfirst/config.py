@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class Setting:
     name: str
     env: str
-    option: str
+    option: str | None  # None: read from the environment only
     default: str | None
     help: str
 
@@ -53,4 +53,14 @@ SECURE_COOKIES = Setting(
     "that talks plain HTTP to askfirst on another host.",
 )
 
-SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY, KEY_DIR, SECURE_COOKIES)
+SQLITE_SYNCHRONOUS = Setting(
+    name="sqlite_synchronous",
+    env="ASKFIRST_SQLITE_SYNCHRONOUS",
+    option=None,
+    default="NORMAL",
+    help="SQLite's synchronous mode in WAL: NORMAL (an acknowledged event survives the "
+    "process being killed; a power cut may lose the last few) or FULL (fsync on every "
+    "commit: survives a power cut, several times slower). PostgreSQL always syncs.",
+)
+
+SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY, KEY_DIR, SECURE_COOKIES, SQLITE_SYNCHRONOUS)

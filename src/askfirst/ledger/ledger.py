@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from askfirst import times
 from askfirst.errors import InputError, NotAuthorized, UnknownSubject
@@ -31,6 +31,32 @@ from askfirst.ledger.tables import authority_state, events, ledger_head, subject
 from askfirst.policy import Policy, load_policy
 
 _IN_CHUNK = 500  # ids per IN (...) list
+
+# Statements built once: appends are the hot path, and building a statement costs more
+# than running a cached one.
+_HEAD = select(ledger_head.c.seq, ledger_head.c.hash, ledger_head.c.recorded_at).where(
+    ledger_head.c.id == 1
+)
+_LOCK_HEAD = {False: store.Prepared(_HEAD), True: store.Prepared(_HEAD.with_for_update())}
+_MOVE_HEAD = store.Prepared(
+    update(ledger_head)
+    .where(ledger_head.c.id == 1)
+    .values(seq=bindparam("s"), hash=bindparam("h"), recorded_at=bindparam("t"))
+)
+_INSERT_EVENTS = store.Prepared(
+    insert(events).values({c.name: bindparam(c.name) for c in events.c})
+)
+_SUBJECT_ONE = store.Prepared(
+    select(subject_state.c.subject_id, subject_state.c.kind, subject_state.c.status).where(
+        subject_state.c.subject_id == bindparam("sid")
+    )
+)
+_SUBJECTS_IN = select(
+    subject_state.c.subject_id, subject_state.c.kind, subject_state.c.status
+).where(subject_state.c.subject_id.in_(bindparam("ids", expanding=True)))
+_AUTHORITY_IN = select(
+    authority_state.c.subject_id, authority_state.c.delegate_id, authority_state.c.role
+).where(authority_state.c.subject_id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -108,7 +134,7 @@ class Ledger:
         if conn is None:
             with self.engine.connect() as c:
                 return self.head(c)
-        row = conn.execute(select(ledger_head).where(ledger_head.c.id == 1)).one()
+        row = conn.execute(_HEAD).one()
         return Head(row.seq, row.hash, row.recorded_at)
 
     def events(
@@ -193,11 +219,8 @@ class Ledger:
     def lock_head(self, conn: Connection) -> Head:
         """Take the chain head inside a write transaction (``store.write``): no other
         append can land until the transaction ends, so a check made now still holds."""
-        head_q = select(ledger_head).where(ledger_head.c.id == 1)
-        if store.is_postgres(self.engine):
-            head_q = head_q.with_for_update()
-        h = conn.execute(head_q).one()
-        return Head(h.seq, h.hash, h.recorded_at)
+        seq, digest, at = _LOCK_HEAD[store.is_postgres(self.engine)].one(conn)
+        return Head(seq, digest, at)
 
     def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
         """Append inside a write transaction the caller holds (``store.write``)."""
@@ -233,12 +256,8 @@ class Ledger:
             chained.append(ev)
             rows.append(ev.row())
             prev, last_at = ev.hash, at
-        conn.execute(insert(events), rows)
-        conn.execute(
-            update(ledger_head)
-            .where(ledger_head.c.id == 1)
-            .values(seq=seq, hash=prev, recorded_at=last_at)
-        )
+        _INSERT_EVENTS.run(conn, rows)
+        _MOVE_HEAD.run(conn, [{"s": seq, "h": prev, "t": last_at}])
         projections.apply(conn, chained)
         return chained
 
@@ -249,17 +268,23 @@ class Ledger:
         for e in batch:
             if e.type == EventType.AUTHORITY and (parsed := parse_authority(e.value or "")):
                 ids.add(parsed[2])
+        # Who may act for whom matters only when someone acts for another subject.
+        delegated = any(
+            e.type == EventType.AUTHORITY or (e.type == EventType.CHOICE and e.actor != e.subject)
+            for e in batch
+        )
         out: dict[str, _SubjectView] = {}
         ordered = sorted(ids)
+        if len(ordered) == 1 and not delegated:  # the common case: one member's choice
+            row = _SUBJECT_ONE.one(conn, {"sid": ordered[0]})
+            return {row[0]: _SubjectView(row[1], row[2])} if row else {}
         for k in range(0, len(ordered), _IN_CHUNK):
             chunk = ordered[k : k + _IN_CHUNK]
-            q = select(subject_state.c.subject_id, subject_state.c.kind, subject_state.c.status)
-            q = q.where(subject_state.c.subject_id.in_(chunk))
-            out.update({sid: _SubjectView(kind, status) for sid, kind, status in conn.execute(q)})
-            a = authority_state
-            q2 = select(a.c.subject_id, a.c.delegate_id, a.c.role).where(a.c.subject_id.in_(chunk))
-            for sid, delegate, role in conn.execute(q2):
-                out[sid].delegates.setdefault(delegate, set()).add(role)
+            rows = conn.execute(_SUBJECTS_IN, {"ids": chunk})
+            out.update({sid: _SubjectView(kind, status) for sid, kind, status in rows})
+            if delegated:
+                for sid, delegate, role in conn.execute(_AUTHORITY_IN, {"ids": chunk}):
+                    out[sid].delegates.setdefault(delegate, set()).add(role)
         return out
 
     def _check(self, new: NewEvent, known: dict[str, _SubjectView]) -> NewEvent:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from askfirst.ledger import store
 from askfirst.ledger.events import Event, EventType, parse_authority
 from askfirst.ledger.tables import authority_state, choice_state, notice_state, subject_state
 
@@ -25,8 +26,44 @@ SUBJECT_COLUMNS = {
 }
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+def _updates() -> dict[EventType, Any]:
+    out: dict[EventType, Any] = {}
+    for etype, (value_col, seq_col) in SUBJECT_COLUMNS.items():
+        values: dict[str, Any] = {seq_col: bindparam("s")}
+        if value_col:
+            values[value_col] = bindparam("v")
+        where = subject_state.c.subject_id == bindparam("sid")
+        out[etype] = store.Prepared(update(subject_state).where(where).values(values))
+    return out
+
+
+def _upserts(dialect: Any) -> tuple[Any, Any]:
+    choice = dialect.insert(choice_state).values(
+        {c.name: bindparam(c.name) for c in choice_state.c}
+    )
+    choice = choice.on_conflict_do_update(
+        index_elements=["subject_id", "purpose"],
+        set_={
+            "action": choice.excluded.action,
+            "notice_version": choice.excluded.notice_version,
+            "seq": choice.excluded.seq,
+        },
+    )
+    notice = (
+        dialect.insert(notice_state)
+        .values({c.name: bindparam(c.name) for c in notice_state.c})
+        .on_conflict_do_nothing()
+    )
+    return store.Prepared(choice), store.Prepared(notice)
+
+
+# Built once; appends are the hot path.
+_UPDATE = _updates()
+_UPSERT = {"postgresql": _upserts(postgresql), "sqlite": _upserts(sqlite)}
+_INSERT_SUBJECT = store.Prepared(
+    insert(subject_state).values({c.name: bindparam(c.name) for c in subject_state.c})
+)
+_SUBJECT_BLANK = {c.name: None for c in subject_state.c}
 
 
 def apply(conn: Connection, events: Sequence[Event]) -> None:
@@ -55,34 +92,18 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
             authority[(e.subject, delegate, role)] = e.seq if action == "grant" else None
         else:
             latest[(e.subject, e.type)] = e
-    if registered:
-        conn.execute(insert(subject_state), registered)
-    for etype, (value_col, seq_col) in SUBJECT_COLUMNS.items():
+    _INSERT_SUBJECT.run(conn, [{**_SUBJECT_BLANK, **r} for r in registered])
+    for etype, stmt in _UPDATE.items():
         rows = [
             {"sid": e.subject, "v": e.value, "s": e.seq}
             for (_, t), e in latest.items()
             if t == etype
         ]
-        if not rows:
-            continue
-        values: dict[str, Any] = {seq_col: bindparam("s")}
-        if value_col:
-            values[value_col] = bindparam("v")
-        stmt = update(subject_state).where(subject_state.c.subject_id == bindparam("sid"))
-        conn.execute(stmt.values(values), rows)
-    ins = _insert(conn)
+        stmt.run(conn, rows)
+    upsert_choice, insert_notice = _UPSERT[conn.dialect.name]
     if choices:
-        stmt = ins(choice_state)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["subject_id", "purpose"],
-            set_={
-                "action": stmt.excluded.action,
-                "notice_version": stmt.excluded.notice_version,
-                "seq": stmt.excluded.seq,
-            },
-        )
-        conn.execute(
-            stmt,
+        upsert_choice.run(
+            conn,
             [
                 {
                     "subject_id": s,
@@ -95,9 +116,8 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
             ],
         )
     if notices:
-        stmt = ins(notice_state).on_conflict_do_nothing()
-        conn.execute(
-            stmt,
+        insert_notice.run(
+            conn,
             [
                 {
                     "subject_id": s,

@@ -1,14 +1,17 @@
 """Connecting to the ledger's database: SQLite (embedded default) or PostgreSQL.
 
-SQLite runs in WAL mode with ``synchronous=FULL``, and every write transaction starts
-with ``BEGIN IMMEDIATE`` so that writers queue for the chain head instead of failing
-half-way. PostgreSQL serialises appends with ``SELECT ... FOR UPDATE`` on the head row.
+SQLite runs in WAL mode (``synchronous=NORMAL`` by default: an acknowledged event
+survives the process being killed; ``ASKFIRST_SQLITE_SYNCHRONOUS=FULL`` also survives a
+power cut), and every write transaction starts with ``BEGIN IMMEDIATE`` so that
+writers queue for the chain head instead of failing half-way. PostgreSQL serialises
+appends with ``SELECT ... FOR UPDATE`` on the head row.
 Bulk reads (decisions for every subject) come back as Arrow columns: from PostgreSQL
 through ADBC, from SQLite through the sqlite3 module itself.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from askfirst import config
 from askfirst.errors import StorageError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -68,13 +72,22 @@ def create(url: str, *, must_exist: bool = False) -> Engine:
     )
 
 
+def _sqlite_synchronous() -> str:
+    value = os.environ.get(config.SQLITE_SYNCHRONOUS.env, config.SQLITE_SYNCHRONOUS.default or "")
+    if value.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        raise StorageError(f"{config.SQLITE_SYNCHRONOUS.env}={value!r}: use NORMAL or FULL")
+    return value.upper()
+
+
 def _sqlite_setup(engine: Engine) -> None:
+    synchronous = _sqlite_synchronous()
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.close()
 
@@ -89,6 +102,69 @@ def write(engine: Engine) -> Iterator[Connection]:
     """A write transaction that holds the chain: committed on success, else rolled back."""
     with engine.connect().execution_options(askfirst_write=True) as conn, conn.begin():
         yield conn
+
+
+class Prepared:
+    """A statement compiled once per database kind and run on the driver's own cursor,
+    inside the caller's transaction: the append path runs a handful of statements per
+    event, and SQLAlchemy's per-execution bookkeeping would cost more than the database.
+    Parameters are passed by name (``:name`` on SQLite, ``%(name)s`` on psycopg)."""
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._sql: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def _args(self, conn: Connection, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        sql, fixed = self.sql(conn)
+        return sql, {**fixed, **(params or {})}
+
+    def sql(self, conn: Connection) -> tuple[str, dict[str, Any]]:
+        """The statement's text for this database, and the values it fixes itself."""
+        name = conn.dialect.name
+        if name not in self._sql:
+            if name == "sqlite":
+                from sqlalchemy.dialects.sqlite import pysqlite
+
+                dialect: Any = pysqlite.dialect(paramstyle="named")
+            else:
+                from sqlalchemy.dialects.postgresql import psycopg
+
+                dialect = psycopg.dialect(paramstyle="pyformat")  # type: ignore[no-untyped-call]
+            compiled = self.statement.compile(dialect=dialect)
+            fixed = {k: v for k, v in compiled.params.items() if v is not None}
+            self._sql[name] = (str(compiled), fixed)
+        return self._sql[name]
+
+    def one(self, conn: Connection, params: dict[str, Any] | None = None) -> Any:
+        cur = conn.connection.cursor()
+        try:
+            cur.execute(*self._args(conn, params))
+            return cur.fetchone()
+        finally:
+            cur.close()
+
+    def all(self, conn: Connection, params: dict[str, Any] | None = None) -> list[Any]:
+        cur = conn.connection.cursor()
+        try:
+            cur.execute(*self._args(conn, params))
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cur = conn.connection.cursor()
+        try:
+            sql, fixed = self.sql(conn)
+            if fixed:
+                rows = [{**fixed, **row} for row in rows]
+            if len(rows) == 1:
+                cur.execute(sql, rows[0])
+            else:
+                cur.executemany(sql, rows)
+        finally:
+            cur.close()
 
 
 def _first_line(error: object) -> str:
