@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -91,28 +93,51 @@ class Event:
     def chained(cls, new: NewEvent, *, seq: int, recorded_at: int, prev_hash: str) -> Event:
         """``new`` as the event after ``prev_hash``, with its own hash."""
         fields = (
-            seq, new.type, new.subject, new.purpose, new.value, new.notice_version,
-            new.actor, new.source, recorded_at, prev_hash,
-        )  # fmt: skip
+            seq,
+            new.type,
+            new.subject,
+            new.purpose,
+            new.value,
+            new.notice_version,
+            new.actor,
+            new.source,
+            recorded_at,
+            prev_hash,
+        )
         return cls(*fields, event_hash(*fields))
 
     @classmethod
     def from_row(cls, r: Any) -> Event:
         """An event from a row of the ``events`` table."""
         return cls(
-            r.seq, r.type, r.subject_id, r.purpose, r.value, r.notice_version, r.actor,
-            r.source, r.recorded_at, r.prev_hash, r.hash,
-        )  # fmt: skip
+            r.seq,
+            r.type,
+            r.subject_id,
+            r.purpose,
+            r.value,
+            r.notice_version,
+            r.actor,
+            r.source,
+            r.recorded_at,
+            r.prev_hash,
+            r.hash,
+        )
 
     def row(self) -> dict[str, Any]:
         """The event as a row of the ``events`` table."""
         return {
-            "seq": self.seq, "type": self.type, "subject_id": self.subject,
-            "purpose": self.purpose, "value": self.value,
-            "notice_version": self.notice_version, "actor": self.actor,
-            "source": self.source, "recorded_at": self.recorded_at,
-            "prev_hash": self.prev_hash, "hash": self.hash,
-        }  # fmt: skip
+            "seq": self.seq,
+            "type": self.type,
+            "subject_id": self.subject,
+            "purpose": self.purpose,
+            "value": self.value,
+            "notice_version": self.notice_version,
+            "actor": self.actor,
+            "source": self.source,
+            "recorded_at": self.recorded_at,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
 
     @property
     def time(self) -> datetime:
@@ -147,7 +172,7 @@ def event_hash(
     prev_hash: str,
 ) -> str:
     """SHA-256 (hex) of the canonical encoding of one event and the hash before it."""
-    blob = json.dumps(
+    blob = _CANONICAL.encode(
         [
             ENCODING_VERSION,
             seq,
@@ -160,11 +185,13 @@ def event_hash(
             source,
             recorded_at,
             prev_hash,
-        ],
-        separators=(",", ":"),
-        ensure_ascii=False,
+        ]
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# Compact JSON, non-ASCII kept as UTF-8: one encoder, made once (hashing is hot).
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def is_platform_actor(actor: str) -> bool:
@@ -180,36 +207,44 @@ def _is_date(text: str) -> bool:
     return len(text) == 10
 
 
+_VALUE_CHECKS: dict[str, Callable[[str | None], bool]] = {
+    EventType.SUBJECT: lambda v: v in KINDS,
+    EventType.CHOICE: lambda v: v in ACTIONS,
+    EventType.GPC: lambda v: v == "1",
+    EventType.NOTICE: lambda v: v is None,
+    EventType.STATUS: lambda v: v in STATUSES,
+    EventType.JURISDICTION: lambda v: v == "" or (v is not None and _is_code(v)),
+    EventType.MINOR: lambda v: (
+        v in ("true", "false") or (v is not None and v.startswith("until:") and _is_date(v[6:]))
+    ),
+    EventType.AUTHORITY: lambda v: v is not None and parse_authority(v) is not None,
+}
+_WITH_PURPOSE = (EventType.CHOICE, EventType.NOTICE)
+_HAS_SPACE = re.compile(r"\s")
+
+
 def check_shape(new: NewEvent) -> None:
     """Raise InputError unless the event's fields are what its type allows."""
-    if new.type not in EventType.__members__.values():
+    value_ok = _VALUE_CHECKS.get(new.type)
+    if value_ok is None:
         raise InputError(f"unknown event type {new.type!r}; known: {', '.join(EventType)}")
-    for name, text, limit in (("subject", new.subject, 255), ("actor", new.actor, 255),
-                              ("source", new.source, 64)):  # fmt: skip
+    for name, text, limit in (
+        ("subject", new.subject, 255),
+        ("actor", new.actor, 255),
+        ("source", new.source, 64),
+    ):
         if not isinstance(text, str) or not text.strip() or len(text) > limit:
             raise InputError(f"{name} must be 1 to {limit} characters, not {text!r}")
-    if any(c.isspace() for c in new.subject):
+    if _HAS_SPACE.search(new.subject):
         raise InputError(f"subject {new.subject!r} may not contain spaces")
-    v = new.value
-    with_purpose = new.type in (EventType.CHOICE, EventType.NOTICE)
+    with_purpose = new.type in _WITH_PURPOSE
     if with_purpose != (new.purpose is not None):
         raise InputError(f"a {new.type} event {'needs' if with_purpose else 'takes no'} purpose")
     if new.notice_version is not None and (not with_purpose or new.notice_version < 1):
         raise InputError(f"notice version {new.notice_version!r} is not valid here")
-    ok = {
-        EventType.SUBJECT: v in KINDS,
-        EventType.CHOICE: v in ACTIONS,
-        EventType.GPC: v == "1",
-        EventType.NOTICE: v is None,
-        EventType.STATUS: v in STATUSES,
-        EventType.JURISDICTION: v == "" or (v is not None and _is_code(v)),
-        EventType.MINOR: v in ("true", "false")
-        or (v is not None and v.startswith("until:") and _is_date(v[6:])),
-        EventType.AUTHORITY: v is not None and parse_authority(v) is not None,
-    }[EventType(new.type)]
-    if not ok:
-        raise InputError(f"{v!r} is not a valid value for a {new.type} event")
-    if new.type == EventType.SUBJECT and (is_platform_actor(new.subject)):
+    if not value_ok(new.value):
+        raise InputError(f"{new.value!r} is not a valid value for a {new.type} event")
+    if new.type == EventType.SUBJECT and is_platform_actor(new.subject):
         raise InputError(f"subject id {new.subject!r} is reserved for the platform's actors")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -301,13 +301,22 @@ class Ledger:
             raise UnknownSubject(new.subject)
         if new.type in (EventType.CHOICE, EventType.NOTICE):
             purpose = self.policy.purpose(new.purpose or "")
-            version = purpose.version if new.notice_version is None else new.notice_version
-            if version > purpose.version:
+            if new.notice_version is None:  # bound to the notice current now
+                new = NewEvent(
+                    new.type,
+                    new.subject,
+                    new.actor,
+                    new.source,
+                    new.purpose,
+                    new.value,
+                    purpose.version,
+                    new.recorded_at,
+                )
+            elif new.notice_version > purpose.version:
                 raise InputError(
-                    f"notice version {version} of {purpose.name!r} does not exist "
+                    f"notice version {new.notice_version} of {purpose.name!r} does not exist "
                     f"(the current one is {purpose.version})"
                 )
-            new = replace(new, notice_version=version)
         _check_authority(new, subject)
         if new.type == EventType.AUTHORITY:
             _check_delegation(new, subject, known)

@@ -151,124 +151,115 @@ def _apply_authority(conn: Connection, authority: dict[tuple[str, str, str], int
 
 # ---- rebuilding from the events ---------------------------------------------------------
 
-_LAST_BY_TYPE = """
-SELECT e.subject_id, e.type, e.value, e.seq FROM events e
-JOIN (SELECT max(seq) AS seq FROM events
-      WHERE type IN ('subject', 'status', 'jurisdiction', 'minor', 'gpc')
-      GROUP BY subject_id, type) l ON e.seq = l.seq
-"""
-_LAST_CHOICE = """
-SELECT e.subject_id, e.purpose, e.value, e.notice_version, e.seq FROM events e
-JOIN (SELECT max(seq) AS seq FROM events WHERE type = 'choice'
-      GROUP BY subject_id, purpose) l ON e.seq = l.seq
-"""
-_AUTHORITY = "SELECT subject_id, value, seq FROM events WHERE type = 'authority' ORDER BY seq"
-_FIRST_NOTICE = """
-SELECT e.subject_id, e.purpose, e.notice_version, e.seq, e.recorded_at FROM events e
-JOIN (SELECT min(seq) AS seq FROM events WHERE type = 'notice-delivered'
-      GROUP BY subject_id, purpose, notice_version) f ON e.seq = f.seq
-"""
+
+class Rebuild:
+    """The projections as the events say they should be, folded one event at a time
+    (``verify`` feeds it the events it is already reading for the hash chain), then
+    compared with the tables."""
+
+    def __init__(self) -> None:
+        self.subjects: dict[str, list[Any]] = {}
+        self.choices: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.notices: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+        self.authority: dict[tuple[str, str, str], int | None] = {}
+
+    def add(
+        self,
+        typ: str,
+        subject: str,
+        purpose: str | None,
+        value: str | None,
+        notice_version: int | None,
+        seq: int,
+        recorded_at: int,
+    ) -> None:
+        if typ == EventType.CHOICE:
+            self.choices[(subject, purpose or "")] = (value, notice_version, seq)
+        elif typ == EventType.NOTICE:
+            key = (subject, purpose or "", notice_version or 0)
+            if key not in self.notices:
+                self.notices[key] = (seq, recorded_at)
+        elif typ == EventType.AUTHORITY:
+            action, role, delegate = parse_authority(value or "") or ("", "", "")
+            self.authority[(subject, delegate, role)] = seq if action == "grant" else None
+        elif typ == EventType.SUBJECT:
+            # kind, registered_seq, jurisdiction, its seq, status, its seq, minor, its seq, gpc
+            self.subjects[subject] = [value, seq, None, None, "active", None, None, None, None]
+        elif typ in _SLOTS and subject in self.subjects:
+            slot = _SLOTS[typ]
+            row = self.subjects[subject]
+            if slot is not None:
+                row[slot] = value
+            row[_SEQ_SLOTS[typ]] = seq
+
+    def mismatches(self, conn: Connection, limit: int = 20) -> list[str]:
+        """Each projection row that disagrees with the events (at most ``limit``)."""
+        t = authority_state
+        tables: list[tuple[str, dict[Any, Any], Any]] = [
+            (
+                "authority_state",
+                {k: (v,) for k, v in self.authority.items() if v is not None},
+                select(t.c.subject_id, t.c.delegate_id, t.c.role, t.c.seq),
+            ),
+            (
+                "subject_state",
+                {k: tuple(v) for k, v in self.subjects.items()},
+                select(*subject_state.c),
+            ),
+            (
+                "choice_state",
+                self.choices,
+                select(
+                    choice_state.c.subject_id,
+                    choice_state.c.purpose,
+                    choice_state.c.action,
+                    choice_state.c.notice_version,
+                    choice_state.c.seq,
+                ),
+            ),
+            (
+                "notice_state",
+                self.notices,
+                select(
+                    notice_state.c.subject_id,
+                    notice_state.c.purpose,
+                    notice_state.c.version,
+                    notice_state.c.seq,
+                    notice_state.c.recorded_at,
+                ),
+            ),
+        ]
+        out: list[str] = []
+        for table, want, query in tables:
+            nkey = {"authority_state": 3, "subject_state": 1, "choice_state": 2}.get(table, 3)
+            have = {
+                (r[0] if nkey == 1 else tuple(r[:nkey])): tuple(r[nkey:])
+                for r in conn.execute(query).all()
+            }
+            for key in sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k)):
+                name = key if isinstance(key, str) else "/".join(str(k) for k in key)
+                w, h = want.get(key), have.get(key)
+                if h is None:
+                    out.append(f"{table}: row {name!r} is missing (the events have it)")
+                elif w is None:
+                    out.append(f"{table}: row {name!r} has no events behind it")
+                else:
+                    out.append(f"{table}: row {name!r} disagrees with the events: {h} != {w}")
+                if len(out) >= limit:
+                    return out
+        return out
 
 
-def _rebuild(conn: Connection) -> tuple[dict[Any, tuple[Any, ...]], ...]:
-    subj: dict[str, dict[str, Any]] = {}
-    for sid, etype, value, seq in conn.exec_driver_sql(_LAST_BY_TYPE):
-        row = subj.setdefault(
-            sid,
-            {
-                "kind": None,
-                "registered_seq": None,
-                "jurisdiction": None,
-                "jurisdiction_seq": None,
-                "status": "active",
-                "status_seq": None,
-                "minor": None,
-                "minor_seq": None,
-                "gpc_seq": None,
-            },
-        )
-        if etype == EventType.SUBJECT:
-            row["kind"], row["registered_seq"] = value, seq
-        else:
-            value_col, seq_col = SUBJECT_COLUMNS[EventType(etype)]
-            if value_col:
-                row[value_col] = value
-            row[seq_col] = seq
-    cols = [c.name for c in subject_state.c if c.name != "subject_id"]
-    subjects = {sid: tuple(r[c] for c in cols) for sid, r in subj.items()}
-    choices = {(s, p): (v, nv, q) for s, p, v, nv, q in conn.exec_driver_sql(_LAST_CHOICE)}
-    granted: dict[tuple[str, str, str], int | None] = {}
-    for sid, value, seq in conn.exec_driver_sql(_AUTHORITY):
-        action, role, delegate = parse_authority(value or "") or ("", "", "")
-        granted[(sid, delegate, role)] = seq if action == "grant" else None
-    authority = {k: (seq,) for k, seq in granted.items() if seq is not None}
-    notices = {(s, p, v): (q, t) for s, p, v, q, t in conn.exec_driver_sql(_FIRST_NOTICE)}
-    return subjects, choices, notices, authority
-
-
-def mismatches(conn: Connection, limit: int = 20) -> list[str]:
-    """Describe each projection row that disagrees with the events (at most ``limit``)."""
-    want_subjects, want_choices, want_notices, want_authority = _rebuild(conn)
-    cols = [c.name for c in subject_state.c if c.name != "subject_id"]
-    have_subjects = {
-        r[0]: tuple(r[1:])
-        for r in conn.execute(
-            select(subject_state.c.subject_id, *[subject_state.c[c] for c in cols])
-        )
-    }
-    have_choices = {
-        (r[0], r[1]): tuple(r[2:])
-        for r in conn.execute(
-            select(
-                choice_state.c.subject_id,
-                choice_state.c.purpose,
-                choice_state.c.action,
-                choice_state.c.notice_version,
-                choice_state.c.seq,
-            )
-        )
-    }
-    have_notices = {
-        (r[0], r[1], r[2]): tuple(r[3:])
-        for r in conn.execute(
-            select(
-                notice_state.c.subject_id,
-                notice_state.c.purpose,
-                notice_state.c.version,
-                notice_state.c.seq,
-                notice_state.c.recorded_at,
-            )
-        )
-    }
-    have_authority = {
-        (r[0], r[1], r[2]): (r[3],)
-        for r in conn.execute(
-            select(
-                authority_state.c.subject_id,
-                authority_state.c.delegate_id,
-                authority_state.c.role,
-                authority_state.c.seq,
-            )
-        )
-    }
-    out: list[str] = []
-    for table, want, have in (
-        ("authority_state", want_authority, have_authority),
-        ("subject_state", want_subjects, have_subjects),
-        ("choice_state", want_choices, have_choices),
-        ("notice_state", want_notices, have_notices),
-    ):
-        for key in sorted(want.keys() | have.keys(), key=repr):
-            w, h = want.get(key), have.get(key)
-            if w == h:
-                continue
-            name = key if isinstance(key, str) else "/".join(str(k) for k in key)
-            if h is None:
-                out.append(f"{table}: row {name!r} is missing (the events have it)")
-            elif w is None:
-                out.append(f"{table}: row {name!r} has no events behind it")
-            else:
-                out.append(f"{table}: row {name!r} disagrees with the events: {h} != {w}")
-            if len(out) >= limit:
-                return out
-    return out
+# event type -> index of its value (None: no value kept) and of its seq in a subject row
+_SLOTS: dict[str, int | None] = {
+    EventType.JURISDICTION: 2,
+    EventType.STATUS: 4,
+    EventType.MINOR: 6,
+    EventType.GPC: None,
+}
+_SEQ_SLOTS: dict[str, int] = {
+    EventType.JURISDICTION: 3,
+    EventType.STATUS: 5,
+    EventType.MINOR: 7,
+    EventType.GPC: 8,
+}
