@@ -229,7 +229,7 @@ def events_import(
 @handles_errors
 def events_list(
     subject: Annotated[str | None, typer.Option(help="Only this subject's events.")] = None,
-    after: Annotated[int, typer.Option(help="Start after this seq.")] = 0,
+    after: Annotated[int, typer.Option(min=0, max=(1 << 63) - 1, help="Start after this seq.")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     db: Db = config.DATABASE_URL.default or "",
     as_json: Json = False,

@@ -182,16 +182,18 @@ def verify(receipt: Any, key: ReceiptKey | None = None, ledger: Ledger | None = 
 
 
 def _against_ledger(receipt: dict[str, Any], ledger: Ledger) -> list[str]:
-    info = receipt.get("ledger") or {}
-    head = info.get("head") or {}
+    info = receipt.get("ledger")
+    head = info.get("head") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or not isinstance(head, dict):
+        return ["the receipt names no ledger event and head"]
     problems = []
     with ledger.engine.connect() as conn:
         for what, seq, digest in (
             ("event", info.get("eventSeq"), info.get("eventHash")),
             ("head", head.get("seq"), head.get("hash")),
         ):
-            if not isinstance(seq, int):
-                problems.append(f"the receipt names no ledger {what} seq")
+            if type(seq) is not int or not 0 < seq < 1 << 63:
+                problems.append(f"the receipt names no valid ledger {what} seq")
                 continue
             found = conn.execute(select(events.c.hash).where(events.c.seq == seq)).scalar()
             if found != digest:

@@ -33,7 +33,10 @@ def parse(value: str | datetime, *, field: str = "time") -> datetime:
             ) from None
     if dt.tzinfo is None:
         raise ValueError(f"{field}: {value!r} has no time zone; add 'Z' for UTC")
-    return dt.astimezone(UTC)
+    try:
+        return EPOCH + timedelta(microseconds=to_micros(dt))
+    except (OverflowError, ValueError):
+        raise ValueError(f"{field}: {value!r} is out of range") from None
 
 
 def to_micros(dt: datetime) -> int:

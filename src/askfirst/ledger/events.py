@@ -17,7 +17,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, field_validator
 
 from askfirst import jurisdictions, times
 from askfirst.errors import InputError
@@ -360,7 +360,7 @@ class JurisdictionIn(_In):
 
 class MinorIn(_In):
     type: Literal["minor"]
-    minor: bool
+    minor: StrictBool
 
     def to_new(self, source: str) -> NewEvent:
         return self._new(
@@ -401,13 +401,20 @@ class SubjectIn(BaseModel):
     handle: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^\S+$")
     names: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
     birth_date: date | None = None
-    minor: bool | None = None
+    minor: StrictBool | None = None
     status: Literal["active", "deactivated", "closed", "deceased"] = "active"
 
     @field_validator("jurisdiction")
     @classmethod
     def _code(cls, v: str | None) -> str | None:
         return jurisdictions.normalize(v) if v else None
+
+    @field_validator("birth_date", mode="before")
+    @classmethod
+    def _birth(cls, v: object) -> object:
+        if v is not None and not isinstance(v, str | date):
+            raise ValueError("birth_date must be a date, e.g. 1990-04-01")
+        return v
 
     @field_validator("handle")
     @classmethod

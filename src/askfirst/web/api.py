@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from askfirst import privacy, receipts, times
@@ -26,9 +26,30 @@ from askfirst.web.auth import (
     check_session_write,
 )
 
-router = APIRouter(prefix="/v1", tags=["v1"])
+
+class ErrorPublic(BaseModel):
+    error: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "Bad input; the message names it"},
+    401: {"model": ErrorPublic, "description": "Sign in, or send a bearer token"},
+    403: {"model": ErrorPublic, "description": "Not yours to read or change; nothing written"},
+    404: {"model": ErrorPublic, "description": "No such subject, purpose or event"},
+}
+router = APIRouter(prefix="/v1", tags=["v1"], responses=_ERRORS)
 MAX_BATCH = 10_000
+MAX_SEQ = (1 << 63) - 1
 Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+Seq = Annotated[int, Path(ge=0, le=MAX_SEQ)]
+After = Annotated[int, Query(ge=0, le=MAX_SEQ)]
+At = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="ISO 8601 time with a zone, e.g. 2026-03-01T12:00:00Z; default now",
+    ),
+]
 
 
 class Health(BaseModel):
@@ -79,7 +100,9 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     purpose: str = Field(min_length=1, max_length=64)
     subjects: list[Id] = Field(min_length=1, max_length=MAX_BATCH)
-    at: datetime | None = Field(default=None, description="ISO 8601 with a zone; default now")
+    at: str | None = Field(
+        default=None, max_length=64, description="ISO 8601 time with a zone; default now"
+    )
 
 
 class BatchDecision(BaseModel):
@@ -147,10 +170,13 @@ def _staff(principal: Principal) -> None:
         raise _forbid("this needs the admin scope or a staff account")
 
 
-def _time(at: datetime | None) -> datetime | None:
-    if at is not None and at.tzinfo is None:
-        raise HTTPException(422, "at: give a time zone, e.g. 2026-03-01T12:00:00Z")
-    return at
+def _time(at: str | None) -> datetime | None:
+    if at is None:
+        return None
+    try:
+        return times.parse(at, field="at")
+    except ValueError as e:  # a string, as the schema says, but not a time we can use
+        raise HTTPException(400, str(e)) from None
 
 
 @router.get("/health", response_model=Health, summary="Is the service up")
@@ -170,11 +196,13 @@ def ledger_head(ledger: LedgerDep) -> HeadPublic:
     summary="Register subjects (admin)",
 )
 def register_subjects(
+    request: Request,
     principal: PrincipalDep,
     ledger: LedgerDep,
     subjects: Annotated[list[SubjectIn], Body(min_length=1, max_length=MAX_BATCH)],
 ) -> RegisterResponse:
     _staff(principal)
+    check_session_write(request, principal)
     ledger.register(subjects, actor=principal.actor, source="api")
     return RegisterResponse(registered=len(subjects), head=HeadPublic(**ledger.head().to_json()))
 
@@ -196,7 +224,7 @@ def subject_events(
     subject_id: str,
     principal: PrincipalDep,
     ledger: LedgerDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: After = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventPublic]:
     _readable(principal, subject_id)
@@ -233,23 +261,6 @@ def make_choice(
     return ChoicePublic(event=_event(ev), receipt_url=f"/v1/receipts/{ev.seq}")
 
 
-@router.get(
-    "/decisions/{subject_id}",
-    response_model=DecisionPublic,
-    summary="May this subject's data be used for a purpose, and why",
-)
-def one_decision(
-    subject_id: str,
-    principal: PrincipalDep,
-    ledger: LedgerDep,
-    purpose: Annotated[str, Query(min_length=1, max_length=64)],
-    at: Annotated[datetime | None, Query(description="ISO 8601 with a zone")] = None,
-) -> DecisionPublic:
-    if SCOPE_READ not in principal.scopes:
-        _readable(principal, subject_id)
-    return DecisionPublic(**decide(ledger, subject_id, purpose, _time(at)).to_json())
-
-
 @router.post(
     "/decisions/batch", response_model=BatchResponse, summary="Decisions for up to 10,000 subjects"
 )
@@ -267,27 +278,32 @@ def batch_decisions(
     )
 
 
+@router.get(
+    "/decisions/{subject_id}",
+    response_model=DecisionPublic,
+    summary="May this subject's data be used for a purpose, and why",
+)
+def one_decision(
+    subject_id: str,
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+    purpose: Annotated[str, Query(min_length=1, max_length=64)],
+    at: At = None,
+) -> DecisionPublic:
+    if SCOPE_READ not in principal.scopes:
+        _readable(principal, subject_id)
+    return DecisionPublic(**decide(ledger, subject_id, purpose, _time(at)).to_json())
+
+
 @router.get("/events", response_model=list[EventPublic], summary="Ledger events (admin)")
 def list_events(
     principal: PrincipalDep,
     ledger: LedgerDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: After = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventPublic]:
     _staff(principal)
     return [_event(e) for e in ledger.events(after=after, limit=limit)]
-
-
-@router.get("/receipts/{seq}", summary="The signed consent receipt for a choice")
-def get_receipt(
-    seq: int, request: Request, principal: PrincipalDep, ledger: LedgerDep
-) -> dict[str, Any]:
-    evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []
-    if not evs or evs[0].seq != seq:
-        raise HTTPException(404, f"no ledger event {seq}")
-    _readable(principal, evs[0].subject)
-    url = str(request.url_for("data_privacy"))
-    return receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)
 
 
 @router.post(
@@ -300,3 +316,15 @@ def verify_receipt(
 ) -> ReceiptCheck:
     problems = receipts.verify(receipt, request.app.state.receipt_key, ledger)
     return ReceiptCheck(valid=not problems, problems=problems)
+
+
+@router.get("/receipts/{seq:int}", summary="The signed consent receipt for a choice")
+def get_receipt(
+    seq: Seq, request: Request, principal: PrincipalDep, ledger: LedgerDep
+) -> dict[str, Any]:
+    evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []
+    if not evs or evs[0].seq != seq:
+        raise HTTPException(404, f"no ledger event {seq}")
+    _readable(principal, evs[0].subject)
+    url = str(request.url_for("data_privacy"))
+    return receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request, Response
+from fastapi import APIRouter, Form, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
@@ -261,7 +261,10 @@ def data_privacy_all_off(
 
 @router.get("/receipts/{seq}.json")
 def download_receipt(
-    seq: int, request: Request, principal: MaybePrincipal, ledger: LedgerDep
+    seq: Annotated[int, Path(ge=1, le=(1 << 63) - 1)],
+    request: Request,
+    principal: MaybePrincipal,
+    ledger: LedgerDep,
 ) -> Response:
     who = _require(principal, request)
     evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []

@@ -1,0 +1,478 @@
+"""The member pages in a real browser: Debian's headless Chromium driven by Playwright.
+
+Each test gets its own copy of the demo platform served by uvicorn on a free port of
+127.0.0.1, with secure cookies on (browsers accept Secure cookies from 127.0.0.1), and a
+fresh browser context; the browser itself is started once per session. What is checked
+here is what only a browser shows: clicks to reach the setting, the words after a choice,
+downloads, the GPC header sent by the browser, cookie flags as the browser stores them,
+keyboard use, axe-core's accessibility rules, response headers and the CSP as enforced.
+
+Playwright's own browser download cannot work on these machines, so the tests launch
+/usr/bin/chromium (Debian's ``chromium`` package). Without it they are skipped, except
+under CI=true, where a missing browser fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
+from typer.testing import CliRunner
+
+from askfirst import demo, privacy
+from askfirst.cli import app as cli_app
+from askfirst.decisions import decide, decide_many
+from askfirst.ledger import EventType, Ledger
+from askfirst.policy import load_policy
+from askfirst.web.app import WebSettings, create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PASSWORD = demo.MEMBER_PASSWORD
+GENAI = "genai-training"
+POLICY = load_policy()
+SCREENSHOT = Path("/tmp/askfirst-data-privacy.png")
+DO_NOT_TRAIN = {"x-robots-tag", "tdm-reservation", "content-usage"}
+
+
+# ---- the browser and the server -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, once per session."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true: the browser tests must run")
+        pytest.skip(message)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class LiveServer:
+    """The web app served by uvicorn in a background thread."""
+
+    base_url: str
+    demo: demo.Demo
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def ledger(self) -> Ledger:
+        """A second connection to the served ledger, to check what the pages recorded."""
+        return Ledger.open(self.demo.url, POLICY)
+
+
+@pytest.fixture
+def live(demo_dir: demo.Demo) -> Iterator[LiveServer]:
+    """uvicorn on a free 127.0.0.1 port, serving this test's copy of the demo."""
+    app = create_app(WebSettings(demo_dir.url, demo_dir.key_dir, secure_cookies=True))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", demo_dir, server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def new_context(browser: Browser, live: LiveServer) -> Iterator[Callable[..., BrowserContext]]:
+    """``new_context(**options)`` -> a fresh browser context on the live server."""
+    made: list[BrowserContext] = []
+
+    def make(**options: Any) -> BrowserContext:
+        ctx = browser.new_context(base_url=live.base_url, accept_downloads=True, **options)
+        ctx.set_default_timeout(10_000)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def page(new_context: Callable[..., BrowserContext]) -> Page:
+    """A page in a fresh context (no cookies, no extra headers)."""
+    return new_context().new_page()
+
+
+def sign_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the form, as a person would."""
+    page.goto("/signin")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/settings")
+    assert page.get_by_role("button", name=f"Sign out {username}").is_visible()
+
+
+def submit(page: Page, button: Locator) -> None:
+    """Click a form's button and wait for the page the server answers with."""
+    with page.expect_navigation():
+        button.click()
+
+
+def purpose_section(page: Page, purpose: str) -> Locator:
+    """The section of the Data privacy page about one purpose (a labelled region)."""
+    return page.get_by_role("region", name=POLICY.purpose(purpose).title, exact=True)
+
+
+def today_in_words() -> set[str]:
+    """'29 Nov 2026' as the page writes dates (UTC); both days just after midnight."""
+    now = datetime.now(UTC)
+    return {f"{t.day} {t:%b %Y}" for t in (now, now - timedelta(minutes=5))}
+
+
+def said_on_today(text: str, words: str) -> bool:
+    return any(f"{words} on {day}." in text for day in today_in_words())
+
+
+def subject_of(ledger: Ledger, handle: str) -> str:
+    found = privacy.subject_for_handle(ledger, handle)
+    assert found is not None, handle
+    return found
+
+
+# ---- navigation -----------------------------------------------------------------------------
+
+
+def test_data_privacy_is_at_most_two_clicks_from_home_a_profile_a_post_and_an_error_page(
+    page: Page,
+) -> None:
+    sign_in(page, "jo.rivera")
+    page.goto("/in/anna.keller")
+    post_url = page.locator("ul.posts a").first.get_attribute("href")
+    assert post_url and post_url.startswith("/posts/")
+    for start in ("/", "/in/anna.keller", post_url, "/in/no-such-member"):
+        page.goto(start)
+        clicks = 0
+        page.get_by_role("link", name="Settings & Privacy").first.click()
+        clicks += 1
+        page.wait_for_url("**/settings")
+        page.get_by_role("link", name="Data privacy", exact=True).click()
+        clicks += 1
+        page.wait_for_url("**/settings/data-privacy")
+        assert page.get_by_role("heading", level=1).inner_text() == "Data privacy", start
+        no = purpose_section(page, GENAI).get_by_role("button", name="No, don't use my data")
+        assert no.is_visible(), start
+        assert clicks <= 2, start
+
+
+def test_a_signed_out_member_opening_data_privacy_signs_in_and_lands_there(page: Page) -> None:
+    page.goto("/settings/data-privacy")
+    assert page.get_by_role("heading", level=1).inner_text() == "Sign in"
+    page.get_by_label("Username").fill("jo.rivera")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/settings/data-privacy")
+    assert page.get_by_role("heading", level=1).inner_text() == "Data privacy"
+
+
+def test_an_error_page_still_shows_the_member_signed_in(page: Page) -> None:
+    sign_in(page, "jo.rivera")
+    response = page.goto("/in/no-such-member")
+    assert response is not None and response.status == 404
+    nav = page.get_by_role("navigation", name="Main")
+    assert nav.get_by_role("button", name="Sign out jo.rivera").is_visible()
+    assert nav.get_by_role("link", name="Sign in").count() == 0
+
+
+# ---- choices --------------------------------------------------------------------------------
+
+
+def test_saying_no_shows_the_new_reason_and_one_click_on_yes_flips_it_back(
+    page: Page, live: LiveServer
+) -> None:
+    sign_in(page, "jo.rivera")
+    page.goto("/settings/data-privacy")
+    section = purpose_section(page, GENAI)
+    title = POLICY.purpose(GENAI).title
+
+    submit(page, section.get_by_role("button", name="No, don't use my data"))
+    section = purpose_section(page, GENAI)
+    state = section.locator(".state").inner_text()
+    assert said_on_today(state, "Not used: you said no"), state
+    assert f"Saved: you said no to “{title}”" in page.get_by_role("status").inner_text()
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    submit(page, section.get_by_role("button", name="Yes, use my data"))
+    state = purpose_section(page, GENAI).locator(".state").inner_text()
+    assert said_on_today(state, "Used: you said yes"), state
+
+    with live.ledger() as ledger:
+        assert decide(ledger, subject_of(ledger, "jo.rivera"), GENAI).allowed
+
+
+def test_turn_off_all_says_no_to_every_purpose(page: Page, live: LiveServer) -> None:
+    sign_in(page, "jo.rivera")
+    page.goto("/settings/data-privacy")
+    for name in POLICY.purposes:  # start from yes everywhere, so that "off" is visible
+        submit(page, purpose_section(page, name).get_by_role("button", name="Yes, use my data"))
+    for name in POLICY.purposes:
+        assert purpose_section(page, name).locator(".state").inner_text().startswith("Used")
+
+    submit(page, page.get_by_role("button", name="Turn off all AI and research uses"))
+    assert "every AI and research use is off" in page.get_by_role("status").inner_text()
+    for name in POLICY.purposes:
+        state = purpose_section(page, name).locator(".state").inner_text()
+        assert said_on_today(state, "Not used: you said no"), (name, state)
+    with live.ledger() as ledger:
+        subject = subject_of(ledger, "jo.rivera")
+        assert not any(decide(ledger, subject, name).allowed for name in POLICY.purposes)
+
+
+def test_the_downloaded_receipt_verifies_with_the_cli(
+    page: Page, live: LiveServer, tmp_path: Path
+) -> None:
+    sign_in(page, "jo.rivera")
+    page.goto("/settings/data-privacy")
+    submit(page, purpose_section(page, GENAI).get_by_role("button", name="No, don't use my data"))
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download your receipt").click()
+    download = info.value
+    assert re.fullmatch(r"askfirst-receipt-\d+\.json", download.suggested_filename)
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+
+    receipt = json.loads(path.read_text("utf-8"))
+    with live.ledger() as ledger:
+        assert receipt["piiPrincipalId"] == subject_of(ledger, "jo.rivera")
+    assert receipt["purposes"][0]["purposeId"] == GENAI
+
+    key_dir, db = str(live.demo.key_dir), live.demo.url
+    args = ["receipt", "verify", str(path), "--key-dir", key_dir, "--db", db]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert "withdrawn" in result.output, result.output
+
+
+# ---- Global Privacy Control ------------------------------------------------------------------
+
+
+def test_gpc_from_the_browser_is_honoured_once_and_a_later_yes_stands(
+    new_context: Callable[..., BrowserContext], live: LiveServer
+) -> None:
+    assert POLICY.purpose(GENAI).honours_gpc
+    with live.ledger() as ledger:
+        granted = decide_many(ledger, GENAI).to_pylist()
+        member = next(
+            p
+            for p in (privacy.profile(ledger, d["subject"]) for d in granted if d["allowed"])
+            if p.kind == "member" and p.gpc_seq is None and p.handle
+        )
+    assert member.handle is not None
+    page = new_context(extra_http_headers={"Sec-GPC": "1"}).new_page()
+    sign_in(page, member.handle)
+    page.goto("/settings/data-privacy")
+
+    assert page.get_by_text("Your browser sent a Global Privacy Control signal").is_visible()
+    state = purpose_section(page, GENAI).locator(".state").inner_text()
+    assert "Not used: your browser's Global Privacy Control signal" in state, state
+    twin = page.request.get("/settings/data-privacy.json").json()
+    genai = next(p for p in twin["purposes"] if p["name"] == GENAI)
+    assert (genai["allowed"], genai["reason"]) == (False, "gpc")
+
+    submit(page, purpose_section(page, GENAI).get_by_role("button", name="Yes, use my data"))
+    section = purpose_section(page, GENAI)
+    assert said_on_today(section.locator(".state").inner_text(), "Used: you said yes")
+    conflict = section.get_by_text("you said yes here after it")
+    assert conflict.is_visible()
+
+    page.reload()  # the header is still sent: nothing new is recorded, the yes stands
+    section = purpose_section(page, GENAI)
+    assert said_on_today(section.locator(".state").inner_text(), "Used: you said yes")
+    assert section.get_by_text("you said yes here after it").is_visible()
+    with live.ledger() as ledger:
+        gpc = [e for e in ledger.subject_events(member.subject) if e.type == EventType.GPC]
+        assert [e.source for e in gpc] == ["web:sec-gpc"], gpc
+        assert decide(ledger, member.subject, GENAI).allowed
+
+
+# ---- security as the browser sees it ----------------------------------------------------------
+
+
+def test_the_session_cookie_is_httponly_secure_and_samesite(page: Page, live: LiveServer) -> None:
+    sign_in(page, "jo.rivera")
+    cookies = {c["name"]: c for c in page.context.cookies(live.base_url)}
+    assert "askfirst_session" in cookies, cookies
+    session = cookies["askfirst_session"]
+    assert session["httpOnly"] is True
+    assert session["secure"] is True
+    assert session["sameSite"] in ("Lax", "Strict"), session
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+
+
+def test_the_csp_holds_no_inline_script_and_no_violations(page: Page) -> None:
+    console: list[str] = []
+    page.on(
+        "console",
+        lambda m: console.append(m.text) if m.type in ("error", "warning") else None,
+    )
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+
+    visited = ["/signin"]
+    page.goto("/signin")
+    sign_in(page, "jo.rivera")
+    page.goto("/in/anna.keller")
+    post_url = page.locator("ul.posts a").first.get_attribute("href")
+    assert post_url
+    for url in ["/", "/settings", "/settings/data-privacy", "/in/anna.keller", post_url]:
+        response = page.goto(url)
+        assert response is not None and response.ok, url
+        visited.append(url)
+        csp = response.headers["content-security-policy"]
+        assert "unsafe-inline" not in csp and "default-src 'none'" in csp, csp
+        inline = page.evaluate(
+            """() => [...document.querySelectorAll('*')].flatMap(el => [
+                ...(el.tagName === 'SCRIPT' && !el.src ? ['<script> ' + el.textContent] : []),
+                ...[...el.attributes]
+                    .filter(a => a.name.startsWith('on') || a.name === 'style')
+                    .map(a => el.tagName + ' ' + a.name + '=' + a.value),
+            ])"""
+        )
+        assert inline == [], (url, inline)
+    assert [m for m in console if "Content Security Policy" in m or "pageerror" in m] == [], (
+        visited,
+        console,
+    )
+
+    # The policy is really enforced: an inline script injected into the page does not run.
+    ran = page.evaluate(
+        """() => { const s = document.createElement('script');
+                   s.textContent = 'window.__inlineRan = true';
+                   document.body.appendChild(s); return window.__inlineRan === true; }"""
+    )
+    assert ran is False
+    page.wait_for_timeout(100)  # let the console message arrive
+    assert any("Content Security Policy" in m for m in console), console
+
+
+def test_public_profile_and_post_carry_do_not_train_headers_only_when_the_answer_is_no(
+    page: Page, live: LiveServer
+) -> None:
+    with live.ledger() as ledger:
+        rows = decide_many(ledger, GENAI).to_pylist()
+
+        def member_with(allowed: bool, reasons: tuple[str, ...]) -> str:
+            for d in rows:
+                if d["allowed"] is allowed and d["reason"] in reasons:
+                    who = privacy.profile(ledger, d["subject"])
+                    if who.kind == "member" and who.handle and who.status == "active":
+                        return who.handle
+            raise AssertionError(f"the demo has no active member with {reasons}")
+
+        said_no = member_with(False, ("withdrawn",))
+        said_yes = member_with(True, ("granted",))
+
+    for handle, expect_signals in ((said_no, True), (said_yes, False)):
+        response = page.goto(f"/in/{handle}")
+        assert response is not None and response.ok, handle
+        pages = {f"/in/{handle}": response.headers}
+        post_url = page.locator("ul.posts a").first.get_attribute("href")
+        assert post_url, handle
+        post = page.goto(post_url)
+        assert post is not None and post.ok
+        pages[post_url] = post.headers
+        for url, headers in pages.items():
+            if expect_signals:
+                assert "noai" in headers.get("x-robots-tag", ""), (url, headers)
+                assert headers.get("tdm-reservation") == "1", (url, headers)
+                assert headers.get("content-usage") == "train-ai=n", (url, headers)
+            else:
+                assert DO_NOT_TRAIN.isdisjoint(headers), (url, headers)
+
+
+# ---- keyboard and screen readers ------------------------------------------------------------
+
+
+def test_keyboard_alone_reaches_yes_and_no_and_enter_says_no(page: Page) -> None:
+    sign_in(page, "jo.rivera")
+    page.goto("/settings/data-privacy")
+    page.locator("body").focus()
+    title = POLICY.purpose(GENAI).title
+    focused: list[str] = []
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        label = page.evaluate(
+            """() => { const el = document.activeElement;
+                       const section = el.closest('section');
+                       const h = section ? section.querySelector('h2') : null;
+                       return (h ? h.textContent + ' / ' : '') + el.textContent.trim(); }"""
+        )
+        focused.append(label)
+        if label == f"{title} / No, don't use my data":
+            break
+    else:
+        pytest.fail(f"Tab never reached the no button for {GENAI}: {focused}")
+    assert f"{title} / Yes, use my data" in focused, focused
+
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "Saved: you said no" in page.get_by_role("status").inner_text()
+    state = purpose_section(page, GENAI).locator(".state").inner_text()
+    assert said_on_today(state, "Not used: you said no"), state
+
+
+def serious(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the current page, one line each."""
+    results = Axe().run(page)
+    return [
+        f"{page.url}: {v['id']} ({v['impact']}): {v['help']} at "
+        + "; ".join(", ".join(n["target"]) for n in v["nodes"])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_axe_finds_no_serious_or_critical_violations_on_member_pages(page: Page) -> None:
+    page.goto("/signin")
+    found = serious(page)
+    sign_in(page, "jo.rivera")
+    page.goto("/in/anna.keller")
+    post_url = page.locator("ul.posts a").first.get_attribute("href")
+    assert post_url
+    for url in ["/", "/settings", "/settings/data-privacy", "/in/anna.keller", post_url]:
+        page.goto(url)
+        found += serious(page)
+    assert found == [], "\n".join(found)
