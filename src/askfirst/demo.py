@@ -23,7 +23,7 @@ from rich.table import Table
 from sqlalchemy import insert
 
 from askfirst import accounts, times
-from askfirst.decisions import EXPLAIN, decide_many
+from askfirst.decisions import EXPLAIN, Reason, decide_many
 from askfirst.ledger import Ledger, NewEvent, SubjectIn
 from askfirst.ledger.events import authority_value
 from askfirst.ledger.tables import content
@@ -327,7 +327,7 @@ def summary(demo: Demo, out: Console, base_url: str) -> None:
             counts[d["reason"]] = counts.get(d["reason"], 0) + 1
         for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
             allowed = reason in ("granted", "default-after-notice")
-            table.add_row(reason, str(n), "yes" if allowed else "no", EXPLAIN[reason])  # type: ignore[index]
+            table.add_row(reason, str(n), "yes" if allowed else "no", EXPLAIN[Reason(reason)])
         head = ledger.head()
     out.print(
         f"[bold]askfirst demo[/] in {demo.folder} — {len(decisions)} subjects, ledger "

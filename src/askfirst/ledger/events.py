@@ -423,18 +423,19 @@ class SubjectIn(BaseModel):
 
     def to_events(self, actor: str, source: str, at: int | None) -> list[NewEvent]:
         """The events that register this subject and its starting state."""
-        base = {"subject": self.id, "actor": actor, "source": source, "recorded_at": at}
+
+        def event(type: str, value: str) -> NewEvent:
+            return NewEvent(
+                type=type, subject=self.id, actor=actor, source=source, value=value, recorded_at=at
+            )
+
         out = [
-            NewEvent(type=EventType.SUBJECT, value=self.kind, **base),  # type: ignore[arg-type]
-            NewEvent(
-                type=EventType.JURISDICTION,
-                value=self.jurisdiction or "",
-                **base,  # type: ignore[arg-type]
-            ),
+            event(EventType.SUBJECT, self.kind),
+            event(EventType.JURISDICTION, self.jurisdiction or ""),
         ]
         minor = minor_value(minor=self.minor, birth_date=self.birth_date)
         if minor is not None:
-            out.append(NewEvent(type=EventType.MINOR, value=minor, **base))  # type: ignore[arg-type]
+            out.append(event(EventType.MINOR, minor))
         if self.status != "active":
-            out.append(NewEvent(type=EventType.STATUS, value=self.status, **base))  # type: ignore[arg-type]
+            out.append(event(EventType.STATUS, self.status))
         return out
