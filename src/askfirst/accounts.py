@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from askfirst import times
 from askfirst.errors import InputError, UnknownSubject
-from askfirst.ledger import Ledger
+from askfirst.ledger import Ledger, store
 from askfirst.ledger.tables import accounts, api_tokens
 
 SCOPES = ("decisions:read", "choices:write", "admin")
@@ -170,11 +170,16 @@ def token_for(ledger: Ledger, secret: str) -> Token | None:
     """The live token with this secret, or None."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
-    q = select(api_tokens).where(
-        api_tokens.c.token_hash == _digest(secret), api_tokens.c.revoked_at.is_(None)
-    )
     with ledger.engine.connect() as conn:
-        row = conn.execute(q).first()
+        row = _TOKEN.one(conn, {"h": _digest(secret)})
     if row is None:
         return None
-    return Token(row.id, row.name, frozenset(row.scopes.split()), row.subject_id)
+    token_id, name, scopes, subject = row
+    return Token(token_id, name, frozenset(scopes.split()), subject)
+
+
+_TOKEN = store.Prepared(  # looked up on every API request
+    select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.scopes, api_tokens.c.subject_id).where(
+        api_tokens.c.token_hash == bindparam("h"), api_tokens.c.revoked_at.is_(None)
+    )
+)

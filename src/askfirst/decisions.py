@@ -265,13 +265,17 @@ _LIST_CHUNK = 5_000
 def _read(ledger: Ledger, sql: Callable[[str], str], subjects: Sequence[str] | None) -> pa.Table:
     if subjects is None or len(subjects) > _LIST_LIMIT:
         return store.read_arrow(ledger.engine, sql(""), STATE_SCHEMA)
-    rows: list[dict[str, Any]] = []
+    rows: list[Any] = []
     ids = sorted(set(subjects))
     stmt = text(sql("WHERE subject_id IN :ids")).bindparams(bindparam("ids", expanding=True))
     with ledger.engine.connect() as conn:
         for k in range(0, len(ids), _LIST_CHUNK):
-            rows.extend(r._asdict() for r in conn.execute(stmt, {"ids": ids[k : k + _LIST_CHUNK]}))
-    return pa.Table.from_pylist(rows, schema=STATE_SCHEMA)
+            rows.extend(conn.execute(stmt, {"ids": ids[k : k + _LIST_CHUNK]}).all())
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(STATE_SCHEMA)
+    return pa.table(
+        [pa.array(col, type=f.type) for col, f in zip(columns, STATE_SCHEMA, strict=True)],
+        schema=STATE_SCHEMA,
+    )
 
 
 def load_state(

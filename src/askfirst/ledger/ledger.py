@@ -46,6 +46,11 @@ _MOVE_HEAD = store.Prepared(
 _INSERT_EVENTS = store.Prepared(
     insert(events).values({c.name: bindparam(c.name) for c in events.c})
 )
+_SUBJECT_EVENTS = store.Prepared(  # the hot path of a single decision
+    select(*events.c)
+    .where(events.c.subject_id == bindparam("sid"), events.c.recorded_at <= bindparam("until"))
+    .order_by(events.c.seq)
+)
 _SUBJECT_ONE = store.Prepared(
     select(subject_state.c.subject_id, subject_state.c.kind, subject_state.c.status).where(
         subject_state.c.subject_id == bindparam("sid")
@@ -149,11 +154,10 @@ class Ledger:
 
     def subject_events(self, subject: str, *, until: int | None = None) -> list[Event]:
         """Every event about ``subject`` (recorded at or before ``until``), in order."""
-        q = select(events).where(events.c.subject_id == subject).order_by(events.c.seq)
-        if until is not None:
-            q = q.where(events.c.recorded_at <= until)
+        bound = (1 << 63) - 1 if until is None else until
         with self.engine.connect() as conn:
-            return [Event.from_row(r) for r in conn.execute(q)]
+            rows = _SUBJECT_EVENTS.all(conn, {"sid": subject, "until": bound})
+        return [Event(*row) for row in rows]
 
     def subject_exists(self, subject: str) -> bool:
         q = select(subject_state.c.subject_id).where(subject_state.c.subject_id == subject)
