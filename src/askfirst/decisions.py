@@ -9,6 +9,8 @@ reference written from DESIGN.md alone.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +20,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import bindparam, text
 
 from askfirst import times
 from askfirst.ledger import store
@@ -259,18 +260,25 @@ GROUP BY l.subject_id"""
 
 
 _LIST_LIMIT = 50_000  # longer lists load every subject and filter in DuckDB
-_LIST_CHUNK = 5_000
 
 
 def _read(ledger: Ledger, sql: Callable[[str], str], subjects: Sequence[str] | None) -> pa.Table:
     if subjects is None or len(subjects) > _LIST_LIMIT:
         return store.read_arrow(ledger.engine, sql(""), STATE_SCHEMA)
-    rows: list[Any] = []
     ids = sorted(set(subjects))
-    stmt = text(sql("WHERE subject_id IN :ids")).bindparams(bindparam("ids", expanding=True))
+    # One parameter for the whole list: a JSON array on SQLite, an array on PostgreSQL.
+    param: str | list[str] = ids
+    if ledger.engine.dialect.name == "sqlite":
+        where, param = "WHERE subject_id IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
+    else:
+        where = "WHERE subject_id = ANY(%(ids)s)"
     with ledger.engine.connect() as conn:
-        for k in range(0, len(ids), _LIST_CHUNK):
-            rows.extend(conn.execute(stmt, {"ids": ids[k : k + _LIST_CHUNK]}).all())
+        cur = conn.connection.cursor()
+        try:
+            cur.execute(sql(where), {"ids": param})
+            rows = cur.fetchall()
+        finally:
+            cur.close()
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(STATE_SCHEMA)
     return pa.table(
         [pa.array(col, type=f.type) for col, f in zip(columns, STATE_SCHEMA, strict=True)],
@@ -356,7 +364,7 @@ def evaluate_many(
         q = pa.table({"subject": state.column("subject_id")})
     else:
         q = pa.table({"subject": pa.array(sorted(set(subjects)), pa.string())})
-    con = duckdb.connect()
+    con = _duckdb()
     try:
         con.register("state", state)
         con.register("regimes", regimes)
@@ -372,8 +380,20 @@ def evaluate_many(
             },
         ).to_arrow_table()
     finally:
-        con.close()
+        for name in ("state", "regimes", "q"):
+            con.unregister(name)
     return result.cast(RESULT_SCHEMA)
+
+
+_local = threading.local()
+
+
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB connection (connecting costs more than a query)."""
+    con: duckdb.DuckDBPyConnection | None = getattr(_local, "duckdb", None)
+    if con is None:
+        con = _local.duckdb = duckdb.connect()
+    return con
 
 
 def decide_many(

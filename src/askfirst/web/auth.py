@@ -53,7 +53,7 @@ class Principal:
         return self.is_staff or subject in self.acts_for
 
 
-def get_ledger(request: Request) -> Ledger:
+async def get_ledger(request: Request) -> Ledger:  # no I/O: no thread hop needed
     ledger: Ledger = request.app.state.ledger
     return ledger
 
@@ -107,7 +107,7 @@ def current(request: Request, ledger: LedgerDep) -> Principal | None:
 MaybePrincipal = Annotated[Principal | None, Depends(current)]
 
 
-def signed_in(principal: MaybePrincipal) -> Principal:
+async def signed_in(principal: MaybePrincipal) -> Principal:
     if principal is None:
         raise HTTPException(
             401, "sign in, or send a bearer token", headers={"WWW-Authenticate": "Bearer"}
