@@ -402,9 +402,6 @@ def _raw_append(cur: Any, conn: Any, db_kind: str, s: str, action: str) -> None:
     seq, prev, last = cur.fetchone()
     cur.execute(q("SELECT subject_id, status FROM subject_state WHERE subject_id = ?"), (s,))
     cur.fetchall()
-    if "authority_state" in tables.metadata.tables:  # who may act for the subject
-        cur.execute(q("SELECT delegate_id, role FROM authority_state WHERE subject_id = ?"), (s,))
-        cur.fetchall()
     seq += 1
     at = max(last, times.to_micros(times.now()))
     digest = event_hash(seq, "choice", s, PURPOSE, action, 1, s, "bench", at, prev)
