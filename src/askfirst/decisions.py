@@ -20,11 +20,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy import func, select
 
 from askfirst import times
 from askfirst.ledger import store
 from askfirst.ledger.events import Event, EventType
 from askfirst.ledger.ledger import Ledger
+from askfirst.ledger.tables import choice_state, subject_state
 from askfirst.policy import Policy, Purpose
 
 
@@ -416,3 +418,44 @@ def decide_many(
         t = _micros(at)
         state = load_state(ledger, p, t, subjects)
     return evaluate_many(state, ledger.policy, p, t, subjects)
+
+
+# ---- counts for the staff console --------------------------------------------------------
+
+
+def choice_counts(ledger: Ledger) -> list[dict[str, Any]]:
+    """Current choices by purpose, regime and action."""
+    q = (
+        select(
+            choice_state.c.purpose,
+            subject_state.c.jurisdiction,
+            choice_state.c.action,
+            func.count(),
+        )
+        .join(subject_state, subject_state.c.subject_id == choice_state.c.subject_id)
+        .group_by(choice_state.c.purpose, subject_state.c.jurisdiction, choice_state.c.action)
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    with ledger.engine.connect() as conn:
+        for purpose, jurisdiction, action, n in conn.execute(q):
+            key = (purpose, str(ledger.policy.regime(jurisdiction)), action)
+            counts[key] = counts.get(key, 0) + n
+    return [
+        {"purpose": p, "regime": r, "action": a, "count": n}
+        for (p, r, a), n in sorted(counts.items())
+    ]
+
+
+def decision_counts(ledger: Ledger) -> list[dict[str, Any]]:
+    """For each purpose: how many subjects there are, and how many may be used now."""
+    out = []
+    for name in ledger.policy.purposes:
+        allowed = decide_many(ledger, name).column("allowed")
+        out.append(
+            {
+                "purpose": name,
+                "subjects": len(allowed),
+                "allowed": int(pc.sum(allowed).as_py() or 0),
+            }
+        )
+    return out

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from askfirst import accounts, privacy, receipts, times
-from askfirst.decisions import decide, decide_many
-from askfirst.ledger.tables import choice_state, content, subject_state
+from askfirst.decisions import choice_counts, decide, decision_counts
+from askfirst.ledger.tables import content
 from askfirst.web.auth import (
     LedgerDep,
     MaybePrincipal,
@@ -28,6 +28,9 @@ from askfirst.web.auth import (
     csrf_token,
     note_signin_failure,
     signin_allowed,
+)
+from askfirst.web.auth import (
+    csrf_token as session_csrf,  # the sign-in form's field shadows the name
 )
 
 router = APIRouter(include_in_schema=False)
@@ -109,16 +112,12 @@ def signin_form(request: Request, principal: MaybePrincipal, next: str = "/setti
     context = {
         "data": data,
         "principal": principal,
-        "csrf": _login_csrf(request),
+        "csrf": csrf_token(request),
         "json_url": "/signin.json",
         "page": "signin",
         "error": None,
     }
     return _templates(request).TemplateResponse(request, "signin.html", context)
-
-
-def _login_csrf(request: Request) -> str:
-    return csrf_token(request)
 
 
 def _safe_next(target: str) -> str:
@@ -145,7 +144,7 @@ def signin(
         context = {
             "data": {"next": _safe_next(next)},
             "principal": None,
-            "csrf": _login_csrf(request),
+            "csrf": session_csrf(request),
             "json_url": "/signin.json",
             "page": "signin",
             "error": "That username and password do not match.",
@@ -367,39 +366,7 @@ def admin_home(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -
         raise HTTPException(403, "the admin area is for staff")
     data = {
         "head": ledger.head().to_json(),
-        "choices": _choice_counts(ledger),
-        "decisions": _decision_counts(ledger),
+        "choices": choice_counts(ledger),
+        "decisions": decision_counts(ledger),
     }
     return _page("admin", "admin.html")(request, data, who)
-
-
-def _choice_counts(ledger: LedgerDep) -> list[dict[str, Any]]:
-    """Current choices by purpose, regime and action."""
-    q = (
-        select(
-            choice_state.c.purpose,
-            subject_state.c.jurisdiction,
-            choice_state.c.action,
-            func.count(),
-        )
-        .join(subject_state, subject_state.c.subject_id == choice_state.c.subject_id)
-        .group_by(choice_state.c.purpose, subject_state.c.jurisdiction, choice_state.c.action)
-    )
-    counts: dict[tuple[str, str, str], int] = {}
-    with ledger.engine.connect() as conn:
-        for purpose, jurisdiction, action, n in conn.execute(q):
-            key = (purpose, str(ledger.policy.regime(jurisdiction)), action)
-            counts[key] = counts.get(key, 0) + n
-    return [
-        {"purpose": p, "regime": r, "action": a, "count": n}
-        for (p, r, a), n in sorted(counts.items())
-    ]
-
-
-def _decision_counts(ledger: LedgerDep) -> list[dict[str, Any]]:
-    out = []
-    for name in ledger.policy.purposes:
-        table = decide_many(ledger, name)
-        allowed = sum(table.column("allowed").to_pylist())
-        out.append({"purpose": name, "subjects": table.num_rows, "allowed": allowed})
-    return out
