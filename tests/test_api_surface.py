@@ -28,6 +28,7 @@ EXPECTED = {
     "Purpose",
     "Reason",
     "StorageError",
+    "SnapshotManifest",
     "SubjectIn",
     "UnknownPurpose",
     "UnknownSubject",
@@ -35,6 +36,10 @@ EXPECTED = {
     "__version__",
     "decide",
     "decide_many",
+    "export_decisions",
+    "build_snapshot",
+    "read_snapshot",
+    "snapshots_of",
     "load_policy",
     "parse_policy",
 }

@@ -47,8 +47,9 @@ LEDGER_TABLES = (
     "notice_state",
     "authority_state",
 )
-# Tables outside the chain: sign-in accounts, API tokens and the demo platform's content.
-OTHER_TABLES = ("accounts", "api_tokens", "content")
+# Tables outside the chain: sign-in accounts, API tokens, the demo platform's content, and
+# the gate's snapshot registry and lineage.
+OTHER_TABLES = ("accounts", "api_tokens", "content", "snapshots", "lineage")
 
 
 # ---- helpers ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """askfirst: use members' content for AI and research only with their say-so.
 
-The library is the product; the CLI (and later the HTTP API and pages) call it.
+The library is the product; the CLI, the HTTP API and the pages call it.
 """
 
 from askfirst.decisions import Decision, Reason, decide, decide_many
@@ -15,7 +15,9 @@ from askfirst.errors import (
     UnknownPurpose,
     UnknownSubject,
 )
+from askfirst.gate import SnapshotManifest, build_snapshot, export_decisions, read_snapshot
 from askfirst.ledger import Event, EventType, Head, Ledger, NewEvent, SubjectIn, VerifyReport
+from askfirst.lineage import snapshots_of
 from askfirst.policy import Policy, Purpose, load_policy, parse_policy
 
 __version__ = "0.1.0"
@@ -36,14 +38,19 @@ __all__ = [
     "PolicyError",
     "Purpose",
     "Reason",
+    "SnapshotManifest",
     "StorageError",
     "SubjectIn",
     "UnknownPurpose",
     "UnknownSubject",
     "VerifyReport",
     "__version__",
+    "build_snapshot",
     "decide",
     "decide_many",
+    "export_decisions",
     "load_policy",
     "parse_policy",
+    "read_snapshot",
+    "snapshots_of",
 ]

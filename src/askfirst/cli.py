@@ -521,6 +521,213 @@ def receipt_verify(
     )
 
 
+# ---- the gate: snapshots, decision exports, lineage ---------------------------------------
+
+snapshot_app = typer.Typer(help="Consented training snapshots (the gate).", no_args_is_help=True)
+export_app = typer.Typer(help="Export decisions for other engines.", no_args_is_help=True)
+lineage_app = typer.Typer(help="Which snapshots hold whose data.", no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(export_app, name="export")
+app.add_typer(lineage_app, name="lineage")
+
+
+def _progress(quiet: bool, total: int | None) -> Any:
+    """A Rich progress bar on a terminal; nothing when quiet or piped."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    if quiet or not err.is_terminal:
+        return None
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("records"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+@snapshot_app.command("build")
+@handles_errors
+def snapshot_build(
+    purpose: Annotated[str, typer.Option(help="The purpose the snapshot is for.")],
+    corpus: Annotated[Path, typer.Option(help="A Parquet, JSONL or CSV file, or a folder.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="The new folder to build the snapshot in.")
+    ],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO time the snapshot is as of (default now).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="The engine: duckdb.")] = "duckdb",
+    on_mention: Annotated[
+        str,
+        typer.Option(
+            "--on-mention",
+            help="What to do with a record that mentions someone who did not say yes: "
+            "redact the mention, or drop the record.",
+        ),
+    ] = "redact",
+    verify_ledger: Annotated[
+        bool, typer.Option("--verify-ledger", help="Verify the whole ledger first.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    db: Db = config.DATABASE_URL.default or "",
+    policy: PolicyFile = None,
+    as_json: Json = False,
+) -> None:
+    """Build the snapshot of a corpus that may be used for a purpose."""
+    from askfirst.gate import build_snapshot
+
+    with _open(db, policy) as ledger:
+        bar = _progress(quiet, None)
+        if bar is None:
+            manifest = build_snapshot(
+                ledger,
+                purpose,
+                corpus,
+                out_dir,
+                as_of=_time(as_of, "--as-of"),
+                engine=engine,
+                on_mention=on_mention,
+                verify_ledger=verify_ledger,
+            )
+        else:
+            with bar:
+                task = bar.add_task("gate", total=None)
+                manifest = build_snapshot(
+                    ledger,
+                    purpose,
+                    corpus,
+                    out_dir,
+                    as_of=_time(as_of, "--as-of"),
+                    engine=engine,
+                    on_mention=on_mention,
+                    verify_ledger=verify_ledger,
+                    progress=lambda n: bar.update(task, completed=n),
+                )
+    if as_json:
+        _print_json(manifest.to_json())
+        return
+    out.print(
+        f"snapshot {manifest.snapshot_id}\n"
+        f"  {manifest.output_records:,} of {manifest.input_records:,} records for "
+        f"{manifest.purpose} as of {manifest.as_of}, in {out_dir}\n"
+        f"  ledger head {manifest.ledger_head.seq}, "
+        f"{manifest.redacted_mentions:,} mentions redacted",
+        markup=False,
+    )
+    for reason, n in manifest.excluded.items():
+        if n:
+            out.print(f"  excluded {reason}: {n:,}", markup=False)
+
+
+@snapshot_app.command("list")
+@handles_errors
+def snapshot_list(
+    purpose: Annotated[str | None, typer.Option(help="Only this purpose.")] = None,
+    db: Db = config.DATABASE_URL.default or "",
+    policy: PolicyFile = None,
+    as_json: Json = False,
+) -> None:
+    """The snapshots built, newest first."""
+    from askfirst import lineage
+
+    with _open(db, policy) as ledger:
+        rows = lineage.list_snapshots(ledger, purpose)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no snapshots yet; build one with 'askfirst snapshot build'")
+        return
+    table = Table("snapshot", "purpose", "as of", "status", "records", "path")
+    for r in rows:
+        table.add_row(
+            r["snapshot_id"][:16],
+            r["purpose"],
+            r["as_of"],
+            r["status"],
+            f"{r['output_records']:,} of {r['input_records']:,}",
+            r["path"],
+        )
+    out.print(table)
+
+
+@snapshot_app.command("show")
+@handles_errors
+def snapshot_show(
+    snapshot_id: Annotated[
+        str, typer.Argument(help="The snapshot id (or its first 8+ characters).")
+    ],
+    db: Db = config.DATABASE_URL.default or "",
+    policy: PolicyFile = None,
+) -> None:
+    """A snapshot's manifest and where its copies are (JSON)."""
+    from askfirst import lineage
+
+    with _open(db, policy) as ledger:
+        _print_json(lineage.show(ledger, snapshot_id))
+
+
+@export_app.command("decisions")
+@handles_errors
+def export_decisions_cmd(
+    purpose: Annotated[str, typer.Option(help="The purpose.")],
+    out_file: Annotated[Path, typer.Option("--out", help="The Parquet file to write.")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time (default now).")] = None,
+    db: Db = config.DATABASE_URL.default or "",
+    policy: PolicyFile = None,
+) -> None:
+    """Write every subject's decision (subject, allowed, reason, event_seq) as Parquet."""
+    from askfirst.gate import export_decisions
+
+    with _open(db, policy) as ledger:
+        n = export_decisions(ledger, purpose, out_file, at=_time(as_of, "--as-of"))
+    out.print(f"{n:,} decisions written to {out_file}", markup=False)
+
+
+@lineage_app.command("subject")
+@handles_errors
+def lineage_subject(
+    subject: Annotated[str, typer.Argument(help="The subject id.")],
+    db: Db = config.DATABASE_URL.default or "",
+    policy: PolicyFile = None,
+    as_json: Json = False,
+) -> None:
+    """The snapshots holding a subject's data, with counts and role."""
+    from askfirst import lineage
+
+    with _open(db, policy) as ledger:
+        if not ledger.subject_exists(subject):
+            raise InputError(f"unknown subject {subject!r}")
+        rows = lineage.snapshots_of(ledger, subject)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print(f"{subject}: in no snapshot", markup=False)
+        return
+    table = Table("snapshot", "purpose", "as of", "status", "as author", "as mention")
+    for r in rows:
+        table.add_row(
+            r["snapshot_id"][:16],
+            r["purpose"],
+            r["as_of"],
+            r["status"],
+            str(r["author_records"]),
+            str(r["mention_records"]),
+        )
+    out.print(table)
+
+
 def main() -> None:
     try:
         app()

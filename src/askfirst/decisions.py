@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from askfirst import times
 from askfirst.ledger import store
 from askfirst.ledger.events import Event, EventType
-from askfirst.ledger.ledger import Ledger
+from askfirst.ledger.ledger import Head, Ledger
 from askfirst.ledger.tables import choice_state, subject_state
 from askfirst.policy import Policy, Purpose
 
@@ -229,8 +229,10 @@ LEFT JOIN notice_state n ON n.subject_id = s.subject_id AND n.purpose = '{p.name
 {where.replace("subject_id", "s.subject_id")}"""
 
 
-def _historic_sql(p: Purpose, at: int, where: str) -> str:
+def _historic_sql(p: Purpose, at: int, where: str, until_seq: int | None = None) -> str:
     filt = where.replace("WHERE", "AND")
+    if until_seq is not None:
+        filt += f" AND seq <= {int(until_seq)}"
     return f"""
 WITH last AS (
   SELECT e.subject_id, e.type, e.value, e.notice_version, e.seq FROM events e
@@ -418,6 +420,20 @@ def decide_many(
         t = _micros(at)
         state = load_state(ledger, p, t, subjects)
     return evaluate_many(state, ledger.policy, p, t, subjects)
+
+
+def decisions_pinned(ledger: Ledger, purpose: Purpose, head: Head, at: int) -> pa.Table:
+    """Decisions for every subject known at ``at``, counting only events up to ``head``.
+
+    The gate pins the ledger head when a build starts, so that appends landing during
+    the build change nothing and a rebuild against the same head gives the same answer.
+    """
+    if at >= head.recorded_at:
+        state = _read(ledger, lambda where: _current_sql(purpose, where), None)
+        if ledger.head().seq == head.seq:  # nothing was appended while the tables were read
+            return evaluate_many(state, ledger.policy, purpose, at)
+    state = _read(ledger, lambda where: _historic_sql(purpose, at, where, head.seq), None)
+    return evaluate_many(state, ledger.policy, purpose, at)
 
 
 # ---- counts for the staff console --------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -101,7 +102,9 @@ def _members(rng: random.Random) -> list[SubjectIn]:
     for place, (count, firsts, lasts) in PLACES.items():
         for i in range(count):
             first, last = rng.choice(firsts), rng.choice(lasts)
-            base = f"{first}.{last}".lower().replace(" ", "")
+            # Handles are ASCII, as on most platforms: "Chloé" -> "chloe".
+            folded = unicodedata.normalize("NFKD", f"{first}.{last}").encode("ascii", "ignore")
+            base = folded.decode().lower().replace(" ", "")
             handle = base
             while handle in handles:
                 handle = f"{base}{rng.randint(2, 99)}"

@@ -390,6 +390,9 @@ EventIn = Annotated[
 event_in: TypeAdapter[EventIn] = TypeAdapter(EventIn)
 
 
+_HANDLE = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
+
+
 class SubjectIn(BaseModel):
     """One subject, as imported: identity, where they live, age and status."""
 
@@ -398,7 +401,7 @@ class SubjectIn(BaseModel):
     id: _Id
     kind: Literal["member", "organization", "person"] = "member"
     jurisdiction: str | None = None
-    handle: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^\S+$")
+    handle: str | None = Field(default=None, min_length=1, max_length=255)
     names: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
     birth_date: date | None = None
     minor: StrictBool | None = None
@@ -419,7 +422,15 @@ class SubjectIn(BaseModel):
     @field_validator("handle")
     @classmethod
     def _handle(cls, v: str | None) -> str | None:
-        return v.lstrip("@").lower() if v else v
+        if not v:
+            return v
+        handle = v.lstrip("@").lower()
+        if not _HANDLE.match(handle):
+            raise ValueError(
+                "a handle is ASCII letters, digits, '_', '.' and '-', starting and ending "
+                "with a letter, digit or '_' (so that '@handle' can be found in text)"
+            )
+        return handle
 
     def to_events(self, actor: str, source: str, at: int | None) -> list[NewEvent]:
         """The events that register this subject and its starting state."""

@@ -144,3 +144,38 @@ content = Table(
     Column("public", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_content_author", content.c.author_id)
+
+# ---- lineage: which snapshots hold whose data ---------------------------------------------
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("snapshot_id", String(64), nullable=False),  # the content hash; copies share it
+    Column("purpose", String(64), nullable=False),
+    Column("as_of", BigInteger, nullable=False),
+    Column("head_seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("policy_hash", String(64), nullable=False),
+    Column("engine", String(16), nullable=False),
+    Column("on_mention", String(8), nullable=False),
+    Column("corpus", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # live / stale / retired
+    Column("created_at", BigInteger, nullable=False),
+    Column("manifest", Text, nullable=False),
+)
+Index("ix_snapshots_snapshot_id", snapshots.c.snapshot_id)
+Index("ix_snapshots_purpose_status", snapshots.c.purpose, snapshots.c.status)
+
+# Keyed by snapshot first, so that a build's rows go in at the end of the index; finding a
+# subject's snapshots probes this key once per snapshot (see askfirst.lineage).
+lineage = Table(
+    "lineage",
+    metadata,
+    Column("snapshot", Integer, primary_key=True, autoincrement=False),
+    Column("subject_id", String(255), primary_key=True),
+    Column("author_records", BigInteger, nullable=False),
+    Column("mention_records", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)

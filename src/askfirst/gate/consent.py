@@ -1,0 +1,101 @@
+"""What the gate takes from the ledger: decisions pinned to one head, and the directory.
+
+A build reads the ledger once, before it reads the corpus: the head it runs against,
+every subject's decision for the purpose, and the handles and names used to find
+mentions. Engines (DuckDB here, Spark later) only ever see these Arrow tables, so they
+give the same answers.
+
+Reaching back (DESIGN.md): for a purpose that reaches back, a subject counts as yes only
+if the decision is yes at the as-of time *and* at the head the build runs against. The
+reason recorded for a no is the one at the as-of time, or else the one at the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+
+from askfirst import times
+from askfirst.decisions import _duckdb, decisions_pinned
+from askfirst.errors import InputError
+from askfirst.ledger import store
+from askfirst.ledger.ledger import Head, Ledger
+from askfirst.policy import Purpose
+
+DECISIONS_SCHEMA = pa.schema(
+    [
+        ("subject", pa.string()),
+        ("allowed", pa.bool_()),
+        ("reason", pa.string()),
+        ("event_seq", pa.int64()),
+    ]
+)
+DIRECTORY_SCHEMA = pa.schema(
+    [
+        ("subject", pa.string()),
+        ("handle", pa.string()),
+        ("names", pa.string()),  # a JSON array of strings
+        ("protected", pa.int64()),  # 1: names are looked for in every record
+    ]
+)
+_DIRECTORY_SQL = """
+SELECT s.id AS subject, s.handle, s.names,
+  CASE WHEN st.kind = 'person' OR st.status = 'deceased' THEN 1 ELSE 0 END AS protected
+FROM subjects s LEFT JOIN subject_state st ON st.subject_id = s.id
+WHERE s.handle IS NOT NULL OR s.names <> '[]'
+ORDER BY s.id"""
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Everything a gate engine needs to know about the subjects, for one build."""
+
+    purpose: Purpose
+    as_of: int
+    head: Head
+    policy_hash: str
+    decisions: pa.Table  # DECISIONS_SCHEMA, one row per subject known at the head
+    directory: pa.Table  # DIRECTORY_SCHEMA
+
+
+def combine(at_as_of: pa.Table, at_head: pa.Table) -> pa.Table:
+    """Yes only where both are yes; the reason is the first no (as-of time, then head)."""
+    con = _duckdb()
+    con.register("t_", at_as_of)
+    con.register("h_", at_head)
+    try:
+        return (
+            con.sql("""
+SELECT h.subject,
+  coalesce(t.allowed, false) AND h.allowed AS allowed,
+  CASE WHEN NOT coalesce(t.allowed, false) THEN coalesce(t.reason, 'unknown-subject')
+       ELSE h.reason END AS reason,
+  CASE WHEN NOT coalesce(t.allowed, false) THEN t.event_seq ELSE h.event_seq END AS event_seq
+FROM h_ h LEFT JOIN t_ t ON t.subject = h.subject ORDER BY h.subject""")
+            .to_arrow_table()
+            .cast(DECISIONS_SCHEMA)
+        )
+    finally:
+        con.unregister("t_")
+        con.unregister("h_")
+
+
+def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Consent:
+    """Pin the head and read the decisions and directory a build of ``purpose`` needs."""
+    p = ledger.policy.purpose(purpose)
+    head = ledger.head()
+    at = times.to_micros(as_of) if as_of is not None else times.to_micros(times.now())
+    if at > times.to_micros(times.now()):
+        raise InputError(f"as-of {times.iso(at)} is in the future")
+    later = max(at, head.recorded_at)
+    at_head = decisions_pinned(ledger, p, head, later)
+    if at >= head.recorded_at or not p.reaches_back:
+        decisions = (
+            at_head if at >= head.recorded_at else decisions_pinned(ledger, p, head, at)
+        ).cast(DECISIONS_SCHEMA)
+    else:
+        decisions = combine(decisions_pinned(ledger, p, head, at), at_head)
+    directory = store.read_arrow(ledger.engine, _DIRECTORY_SQL, DIRECTORY_SCHEMA)
+    return Consent(p, at, head, ledger.policy.hash, decisions, directory)

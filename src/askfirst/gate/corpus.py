@@ -1,0 +1,247 @@
+"""Corpus readers: Parquet, JSONL or CSV, one file or a folder, as one checked relation.
+
+Whatever the format, :func:`open_corpus` gives SQL for DuckDB that yields the same
+columns, one row per input record::
+
+    record_id, author_id, category  VARCHAR
+    created_at                      TIMESTAMPTZ
+    text                            VARCHAR
+    mentions                        VARCHAR[]   (empty when the record has none)
+    malformed                       BOOLEAN
+
+A record with a missing or malformed field is kept as a row with ``malformed`` set, so
+that it is counted and never used. A corpus that lacks a required column altogether, or
+holds one of the wrong type, is refused before anything is read (fail closed).
+
+Times given as text must be ISO 8601 with a zone (``2026-03-01T12:00:00Z``); a time
+without a zone would be a guess, so such a record is malformed. Parquet timestamps
+without a zone are taken as UTC, as Parquet writers mean them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from askfirst.errors import InputError
+
+REQUIRED = ("record_id", "author_id", "category", "created_at", "text")
+SUFFIXES = {
+    ".parquet": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+}
+# ISO 8601 with a zone; DuckDB's cast does the calendar checks.
+ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+_TEXT_TYPES = {"VARCHAR"}
+_TIME_TYPES = {
+    "TIMESTAMP",
+    "TIMESTAMP WITH TIME ZONE",
+    "TIMESTAMP_S",
+    "TIMESTAMP_MS",
+    "TIMESTAMP_NS",
+    "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The files of one corpus, grouped by format."""
+
+    path: Path
+    files: dict[str, tuple[str, ...]]  # format -> files, sorted
+
+    @property
+    def all_files(self) -> list[str]:
+        return sorted(f for fs in self.files.values() for f in fs)
+
+
+def find(path: str | Path) -> Corpus:
+    """The corpus at ``path``: a file, or every corpus file under a folder."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"corpus {p}: no such file or folder")
+    if p.is_dir():
+        candidates = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        files = [f for f in candidates if f.suffix.lower() in SUFFIXES]
+        if not files:
+            raise InputError(
+                f"corpus {p}: the folder holds no .parquet, .jsonl, .ndjson, .json or .csv files"
+            )
+    else:
+        if p.suffix.lower() not in SUFFIXES:
+            raise InputError(
+                f"corpus {p}: unknown format {p.suffix or '(no suffix)'!r}; "
+                "use .parquet, .jsonl, .ndjson, .json or .csv"
+            )
+        files = [p]
+    grouped: dict[str, list[str]] = {}
+    for f in files:
+        grouped.setdefault(SUFFIXES[f.suffix.lower()], []).append(str(f.resolve()))
+    return Corpus(p, {fmt: tuple(sorted(fs)) for fmt, fs in sorted(grouped.items())})
+
+
+def _quote_list(files: tuple[str, ...]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+
+
+def _describe(con: duckdb.DuckDBPyConnection, sql: str, what: str) -> dict[str, str]:
+    try:
+        rows = con.sql(f"DESCRIBE {sql}").fetchall()
+    except duckdb.Error as e:
+        raise InputError(f"corpus {what}: cannot read it: {_first_line(e)}") from None
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _missing(columns: dict[str, str], what: str) -> None:
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise InputError(
+            f"corpus {what}: missing required column {', '.join(repr(m) for m in missing)}; "
+            f"a corpus has {', '.join(REQUIRED)} and optionally mentions"
+        )
+
+
+def _time_from_text(expr: str) -> str:
+    return (
+        f"CASE WHEN regexp_full_match({expr}, '{ISO_WITH_ZONE}') "
+        f"THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
+    )
+
+
+def _checked(select: str) -> str:
+    """Wrap a SELECT of the six raw columns with the ``malformed`` flag."""
+    return f"""
+SELECT record_id, author_id, category, created_at, text, coalesce(mentions, []) AS mentions,
+  (record_id IS NULL OR record_id = '' OR author_id IS NULL OR author_id = ''
+   OR category IS NULL OR category = '' OR created_at IS NULL OR text IS NULL
+   OR mentions_bad) AS malformed
+FROM ({select})"""
+
+
+def _parquet(con: duckdb.DuckDBPyConnection, files: tuple[str, ...]) -> str:
+    src = f"read_parquet({_quote_list(files)}, union_by_name = true)"
+    columns = _describe(con, f"SELECT * FROM {src}", "(parquet)")
+    what = f"{files[0]}" if len(files) == 1 else f"({len(files)} parquet files)"
+    _missing(columns, what)
+    for name in ("record_id", "author_id", "category", "text"):
+        if columns[name] not in _TEXT_TYPES:
+            raise InputError(
+                f"corpus {what}: column {name!r} is {columns[name]}; it must be text (string)"
+            )
+    if columns["created_at"] not in _TIME_TYPES:
+        raise InputError(
+            f"corpus {what}: column 'created_at' is {columns['created_at']}; it must be a "
+            "timestamp or ISO 8601 text with a time zone"
+        )
+    if columns["created_at"] == "VARCHAR":
+        created = _time_from_text("created_at")
+    elif columns["created_at"] == "TIMESTAMP WITH TIME ZONE":
+        created = "created_at"
+    else:  # a timestamp without a zone is UTC in Parquet
+        created = "timezone('UTC', CAST(created_at AS TIMESTAMP))"
+    mention_type = columns.get("mentions")
+    if mention_type is None:
+        mentions, bad = "CAST([] AS VARCHAR[])", "false"
+    elif mention_type == "VARCHAR[]":
+        mentions, bad = "mentions", "coalesce(list_count(mentions) < len(mentions), false)"
+    else:
+        raise InputError(
+            f"corpus {what}: column 'mentions' is {mention_type}; it must be a list of "
+            "subject ids (strings)"
+        )
+    return _checked(
+        f"SELECT record_id, author_id, category, {created} AS created_at, text, "
+        f"{mentions} AS mentions, {bad} AS mentions_bad FROM {src}"
+    )
+
+
+def _jsonl(files: tuple[str, ...]) -> str:
+    src = f"read_ndjson_objects({_quote_list(files)}, ignore_errors = true)"
+
+    def text(field: str) -> str:
+        return (
+            f"CASE WHEN json_type(json, '$.{field}') = 'VARCHAR' "
+            f"THEN json_extract_string(json, '$.{field}') END"
+        )
+
+    mtype = "json_type(json, '$.mentions')"
+    strings = (
+        "list_bool_and(list_transform(json_extract(json, '$.mentions[*]'), "
+        "lambda x: json_type(x) = 'VARCHAR'))"
+    )
+    return _checked(f"""
+SELECT {text("record_id")} AS record_id, {text("author_id")} AS author_id,
+  {text("category")} AS category, {_time_from_text(text("created_at"))} AS created_at,
+  {text("text")} AS text,
+  CASE WHEN {mtype} = 'ARRAY' THEN json_extract_string(json, '$.mentions[*]') END AS mentions,
+  CASE WHEN json IS NULL OR json_type(json) <> 'OBJECT' THEN true
+       WHEN {mtype} IS NULL OR {mtype} = 'NULL' THEN false
+       WHEN {mtype} = 'ARRAY' THEN NOT coalesce({strings}, true)
+       ELSE true END AS mentions_bad
+FROM {src}""")
+
+
+def _csv(con: duckdb.DuckDBPyConnection, files: tuple[str, ...]) -> str:
+    src = (
+        f"read_csv({_quote_list(files)}, header = true, all_varchar = true, "
+        "union_by_name = true, store_rejects = true)"
+    )
+    what = f"{files[0]}" if len(files) == 1 else f"({len(files)} csv files)"
+    columns = _describe(con, f"SELECT * FROM {src}", what)
+    _missing(columns, what)
+    if "mentions" in columns:
+        # A JSON array of subject ids; an empty cell means none.
+        parsed = "TRY_CAST(nullif(trim(mentions), '') AS JSON)"
+        mentions = (
+            f"CASE WHEN json_type({parsed}) = 'ARRAY' "
+            f"THEN json_extract_string({parsed}, '$[*]') END"
+        )
+        strings = (
+            f"list_bool_and(list_transform(json_extract({parsed}, '$[*]'), "
+            "lambda x: json_type(x) = 'VARCHAR'))"
+        )
+        bad = (
+            f"CASE WHEN nullif(trim(mentions), '') IS NULL THEN false "
+            f"WHEN json_type({parsed}) = 'ARRAY' THEN NOT coalesce({strings}, true) "
+            "ELSE true END"
+        )
+    else:
+        mentions, bad = "CAST([] AS VARCHAR[])", "false"
+    return _checked(
+        f"SELECT record_id, author_id, category, {_time_from_text('created_at')} AS created_at, "
+        f"text, {mentions} AS mentions, {bad} AS mentions_bad FROM {src}"
+    )
+
+
+def relation_sql(con: duckdb.DuckDBPyConnection, corpus: Corpus) -> str:
+    """SQL for the corpus as one checked relation (see the module docstring)."""
+    con.execute("SET TimeZone = 'UTC'")
+    parts = []
+    for fmt, files in corpus.files.items():
+        if fmt == "parquet":
+            parts.append(_parquet(con, files))
+        elif fmt == "jsonl":
+            parts.append(_jsonl(files))
+        else:
+            parts.append(_csv(con, files))
+    return "\nUNION ALL\n".join(f"({p})" for p in parts)
+
+
+def rejected_csv_lines(con: duckdb.DuckDBPyConnection, corpus: Corpus) -> int:
+    """CSV lines the reader could not split into the header's columns (count as malformed)."""
+    if "csv" not in corpus.files:
+        return 0
+    try:
+        row = con.execute("SELECT count(DISTINCT (file_id, line)) FROM reject_errors").fetchone()
+    except duckdb.Error:
+        return 0
+    return int(row[0]) if row else 0

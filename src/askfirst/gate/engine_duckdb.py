@@ -1,0 +1,283 @@
+"""The gate on DuckDB: one streaming pass over the corpus, out of core.
+
+DuckDB reads the corpus, checks each record and joins its author's decision, and hands
+the rows over in Arrow batches; each batch is then searched for mentions (see
+``redaction``), written to Parquet and counted. Memory holds one batch, the decisions
+and the lineage counts (one row per subject), never the corpus.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from askfirst.errors import InputError
+from askfirst.gate import corpus as corpus_mod
+from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
+from askfirst.gate.redaction import HANDLE_RE, NameFinder, redact
+
+# The row as hashed for the snapshot's content digest; the Spark engine builds the same.
+_ROW_TEXT = (
+    "length(record_id) || ':' || record_id || length(category) || ':' || category || "
+    "epoch_us(created_at) || ':' || text"
+)
+_DIGEST = ", ".join(f"('0x' || substr(md5_, {1 + 8 * k}, 8))::BIGINT AS h{k}" for k in range(4))
+
+_MAIN = """
+SELECT *, {digest} FROM (
+  SELECT *, CASE WHEN reason IS NULL THEN md5({row}) END AS md5_ FROM (
+    SELECT c.record_id, c.category, c.created_at, c.text, c.author_id, c.mentions,
+      CASE WHEN c.malformed THEN 'malformed'
+           WHEN list_contains($never, c.category) THEN 'category-never-used'
+           WHEN NOT list_contains($categories, c.category) THEN 'category-not-allowed'
+           WHEN epoch_us(c.created_at) > $as_of THEN 'created-after-as-of'
+           WHEN d.subject IS NULL THEN 'unknown-subject'
+           WHEN NOT d.allowed THEN d.reason
+      END AS reason
+    FROM ({corpus}) c LEFT JOIN decisions d ON d.subject = c.author_id))"""
+
+# For the records that may mention someone: who, and whether each said yes.
+_MENTIONS = f"""
+WITH tok AS (
+  SELECT i, unnest(regexp_extract_all(text, '{HANDLE_RE}', 1)) AS h
+  FROM cand WHERE contains(text, '@')),
+found AS (
+  SELECT i, unnest(mentions) AS subject FROM cand
+  UNION ALL SELECT tok.i, d.subject FROM tok JOIN directory d ON d.handle = lower(tok.h)
+  UNION ALL SELECT i, subject FROM hits),
+m AS (
+  SELECT DISTINCT f.i, f.subject, coalesce(x.allowed, false) AS ok
+  FROM found f JOIN cand c ON c.i = f.i LEFT JOIN decisions x ON x.subject = f.subject
+  WHERE f.subject <> c.author_id)
+SELECT m.i,
+  count(*) FILTER (WHERE NOT m.ok) AS n_bad,
+  coalesce(list(m.subject ORDER BY m.subject) FILTER (WHERE m.ok), []) AS kept,
+  coalesce(list(d.handle) FILTER (WHERE NOT m.ok AND d.handle IS NOT NULL), []) AS bad_handles,
+  coalesce(flatten(list(d.names) FILTER (WHERE NOT m.ok AND d.names IS NOT NULL)), [])
+    AS bad_names
+FROM m LEFT JOIN directory d ON d.subject = m.subject
+GROUP BY m.i ORDER BY m.i"""
+
+_REHASH = f"""
+SELECT {_DIGEST} FROM (SELECT md5({_ROW_TEXT}) AS md5_ FROM rows_)"""
+
+
+class _Writer:
+    """Parquet files of at most ``rows_per_file`` records: part-00000.parquet, ..."""
+
+    def __init__(self, folder: Path, rows_per_file: int) -> None:
+        self.folder = folder
+        self.rows_per_file = rows_per_file
+        self.files: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self._writer is None or self._rows >= self.rows_per_file:
+                self.close()
+                name = f"part-{len(self.files):05d}.parquet"
+                self._writer = pq.ParquetWriter(self.folder / name, OUTPUT_SCHEMA)
+                self.files.append(name)
+                self._rows = 0
+            take = min(table.num_rows, self.rows_per_file - self._rows)
+            self._writer.write_table(table.slice(0, take))
+            self._rows += take
+            table = table.slice(take)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _sums(table: pa.Table) -> list[int]:
+    return [int(pc.sum(table.column(f"h{k}")).as_py() or 0) for k in range(4)]
+
+
+def _connect(spill: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def run(plan: Plan, out: Path, progress: Callable[[int], None] | None = None) -> Outcome:
+    """Build the snapshot's data files under ``out/data`` and count everything."""
+    data = out / "data"
+    data.mkdir(parents=True)
+    finder = NameFinder.from_directory(plan.consent.directory)
+    with tempfile.TemporaryDirectory(prefix="askfirst-spill-") as spill:
+        con = _connect(Path(spill), plan.memory_limit)
+        try:
+            return _run(con, plan, data, finder, progress)
+        finally:
+            con.close()
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    data: Path,
+    finder: NameFinder,
+    progress: Callable[[int], None] | None,
+) -> Outcome:
+    # Tables, not views: the mention queries run on a second cursor, which sees only
+    # the database's tables.
+    con.register("decisions_", plan.consent.decisions)
+    con.register("directory_", plan.consent.directory)
+    con.execute("CREATE TABLE decisions AS SELECT * FROM decisions_")
+    con.execute(
+        "CREATE TABLE directory AS SELECT subject, handle, "
+        "from_json(names, '[\"VARCHAR\"]') AS names FROM directory_"
+    )
+    con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT)")
+    sql = _MAIN.format(
+        digest=_DIGEST, row=_ROW_TEXT, corpus=corpus_mod.relation_sql(con, plan.corpus)
+    )
+    params = {
+        "never": list(plan.never_used),
+        "categories": list(plan.consent.purpose.categories),
+        "as_of": plan.consent.as_of,
+    }
+    cur = con.cursor()
+    writer = _Writer(data, plan.rows_per_file)
+    counts: Counter[str] = Counter()
+    digest = [0, 0, 0, 0]
+    seen = written = redacted = 0
+    try:
+        reader = con.sql(sql, params=params).to_arrow_reader(plan.batch_rows)
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            seen += table.num_rows
+            for item in pc.value_counts(table.column("reason")).to_pylist():
+                if item["values"] is not None:
+                    counts[item["values"]] += item["counts"]
+            kept = table.filter(pc.is_null(table.column("reason")))
+            n_out, n_red, sums = _mentions(cur, plan, kept, finder, writer, counts)
+            written += n_out
+            redacted += n_red
+            digest = [a + b for a, b in zip(digest, sums, strict=True)]
+            if progress is not None:
+                progress(seen)
+        writer.close()
+    except duckdb.Error as e:
+        writer.close()
+        raise InputError(f"corpus {plan.corpus.path}: {corpus_mod._first_line(e)}") from None
+    malformed_lines = corpus_mod.rejected_csv_lines(con, plan.corpus)
+    if malformed_lines:
+        counts["malformed"] += malformed_lines
+        seen += malformed_lines
+    lineage = cur.sql(
+        "SELECT subject AS subject_id, sum(a)::BIGINT AS author_records, "
+        "sum(m)::BIGINT AS mention_records FROM lin GROUP BY subject ORDER BY subject"
+    ).to_arrow_table()
+    cur.close()
+    return Outcome(
+        input_records=seen,
+        output_records=written,
+        excluded=dict(counts),
+        redacted_mentions=redacted,
+        digest=digest,
+        files=writer.files,
+        lineage=lineage,
+    )
+
+
+def _mentions(
+    cur: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    kept: pa.Table,
+    finder: NameFinder,
+    writer: _Writer,
+    counts: Counter[str],
+) -> tuple[int, int, list[int]]:
+    """Look for mentions in this batch's usable records, redact or drop, write them.
+
+    Returns the records written, the mentions redacted and the digest sums.
+    """
+    if kept.num_rows == 0:
+        return 0, 0, [0, 0, 0, 0]
+    kept = kept.append_column("i", pa.array(range(kept.num_rows), pa.int64()))
+    hit_rows, hit_subjects = finder.find(kept.column("text").combine_chunks())
+    may_mention = pc.or_(
+        pc.greater(pc.list_value_length(kept.column("mentions")), 0),
+        pc.match_substring(kept.column("text"), "@"),
+    )
+    if hit_rows:
+        flagged = pc.or_(may_mention, pc.is_in(kept.column("i"), pa.array(hit_rows, pa.int64())))
+    else:
+        flagged = may_mention
+    flagged = pc.fill_null(flagged, False)
+    plain = kept.filter(pc.invert(flagged))
+    cand = kept.filter(flagged)
+    written = plain.num_rows
+    sums = _sums(plain) if plain.num_rows else [0, 0, 0, 0]
+    if plain.num_rows:
+        writer.write(plain.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+        cur.register("rows_", plain.select(["author_id"]))
+        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0 FROM rows_ GROUP BY ALL")
+    if cand.num_rows == 0:
+        return written, 0, sums
+
+    hits = pa.table(
+        {"i": pa.array(hit_rows, pa.int64()), "subject": pa.array(hit_subjects, pa.string())}
+    )
+    cur.register("cand", cand.select(["i", "text", "author_id", "mentions"]))
+    cur.register("hits", hits)
+    found = cur.sql(_MENTIONS).to_arrow_table()
+    texts = cand.column("text").to_pylist()
+    position = {i: k for k, i in enumerate(cand.column("i").to_pylist())}
+    keep_mask = [True] * cand.num_rows
+    redacted = 0
+    changed = False
+    for i, bad, handles, names in zip(
+        found.column("i").to_pylist(),
+        found.column("n_bad").to_pylist(),
+        found.column("bad_handles").to_pylist(),
+        found.column("bad_names").to_pylist(),
+        strict=True,
+    ):
+        if not bad:
+            continue
+        k = position[i]
+        if plan.on_mention == "drop":
+            keep_mask[k] = False
+            counts["mention-not-consented"] += 1
+            continue
+        redacted += bad
+        new = redact(texts[k], handles, names)
+        if new != texts[k]:
+            texts[k] = new
+            changed = True
+    out = cand
+    if changed:
+        out = out.set_column(
+            out.schema.get_field_index("text"), "text", pa.array(texts, pa.string())
+        )
+    if not all(keep_mask):
+        out = out.filter(pa.array(keep_mask))
+    if changed:
+        cur.register("rows_", out.select(OUTPUT_SCHEMA.names))
+        rehashed = cur.sql(_REHASH).to_arrow_table()
+        sums = [a + b for a, b in zip(sums, _sums(rehashed), strict=True)]
+    else:
+        sums = [a + b for a, b in zip(sums, _sums(out), strict=True)]
+    if out.num_rows:
+        writer.write(out.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+        cur.register("rows_", out.select(["author_id", "i"]))
+        cur.register("found_", found.select(["i", "kept", "n_bad"]))
+        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0 FROM rows_ GROUP BY ALL")
+        cur.execute(
+            "INSERT INTO lin SELECT subject, 0, count(*) FROM ("
+            "SELECT unnest(f.kept) AS subject FROM found_ f SEMI JOIN rows_ r ON r.i = f.i"
+            ") GROUP BY ALL"
+        )
+    return written + out.num_rows, redacted, sums

@@ -1,0 +1,60 @@
+"""The values a gate engine takes and gives back, the same for every engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from askfirst.decisions import ALLOWED, Reason
+from askfirst.gate.consent import Consent
+from askfirst.gate.corpus import Corpus
+from askfirst.policy import NEVER_USED
+
+# What a snapshot's data files hold: no author id, nothing else about anyone.
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("category", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("text", pa.string()),
+    ]
+)
+
+# Every reason a record can be left out for, in the order the gate checks them: a
+# record is counted under the first that applies.
+EXCLUSION_REASONS: tuple[str, ...] = (
+    "malformed",
+    "category-never-used",
+    "category-not-allowed",
+    "created-after-as-of",
+    *(str(r) for r in Reason if r not in ALLOWED),
+    "mention-not-consented",
+)
+ON_MENTION = ("redact", "drop")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One build: the corpus, what the ledger says, and how to treat mentions."""
+
+    consent: Consent
+    corpus: Corpus
+    on_mention: str = "redact"
+    never_used: tuple[str, ...] = tuple(NEVER_USED)
+    batch_rows: int = 262_144
+    rows_per_file: int = 4_000_000
+    memory_limit: str = "1GB"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an engine did: counts, the content digest, the files and the lineage."""
+
+    input_records: int
+    output_records: int
+    excluded: dict[str, int]
+    redacted_mentions: int
+    digest: list[int]  # four sums of 32-bit slices of each record's MD5
+    files: list[str]
+    lineage: pa.Table  # subject_id, author_records, mention_records

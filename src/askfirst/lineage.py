@@ -1,0 +1,187 @@
+"""Lineage: which snapshots hold whose data, as author or as a mention that was kept.
+
+Every build registers its snapshot and one lineage row per subject in it, in the same
+transaction, in bulk (``executemany`` on SQLite, ``COPY`` on PostgreSQL). Rows are keyed
+by (snapshot, subject), so a build appends at the end of the index; finding a
+subject's snapshots is one key probe per snapshot, never a scan of the lineage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlalchemy import Connection, insert, select
+
+from askfirst import times
+from askfirst.errors import InputError
+from askfirst.gate.manifest import SnapshotManifest
+from askfirst.ledger import store
+from askfirst.ledger.ledger import Ledger
+from askfirst.ledger.tables import lineage, snapshots
+
+_COLUMNS = ("subject_id", "author_records", "mention_records")
+
+
+def _bulk_sqlite(conn: Connection, snapshot: int, rows: pa.Table) -> None:
+    raw: Any = conn.connection.dbapi_connection
+    cur = raw.cursor()
+    try:
+        cur.executemany(
+            "INSERT INTO lineage (snapshot, subject_id, author_records, mention_records) "
+            "VALUES (?, ?, ?, ?)",
+            zip(
+                [snapshot] * rows.num_rows,
+                *(rows.column(c).to_pylist() for c in _COLUMNS),
+                strict=True,
+            ),
+        )
+    finally:
+        cur.close()
+
+
+def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
+    table = pa.table(
+        {
+            "snapshot": pa.array([snapshot] * rows.num_rows, pa.int64()),
+            **{c: rows.column(c) for c in _COLUMNS},
+        }
+    )
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    raw: Any = conn.connection.dbapi_connection
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            "COPY lineage (snapshot, subject_id, author_records, mention_records) "
+            "FROM STDIN (FORMAT csv)"
+        ) as copy,
+    ):
+        copy.write(buf.getbuffer())
+
+
+def record(
+    ledger: Ledger,
+    manifest: SnapshotManifest,
+    path: str,
+    rows: pa.Table,
+    before_commit: Callable[[], None] | None = None,
+) -> int:
+    """Register a snapshot and its lineage; returns its registry number.
+
+    ``before_commit`` runs inside the transaction (the build moves its folder into
+    place there), so that the registry and the files appear together or not at all.
+    """
+    with store.write(ledger.engine) as conn:
+        number = conn.execute(
+            insert(snapshots)
+            .values(
+                snapshot_id=manifest.snapshot_id,
+                purpose=manifest.purpose,
+                as_of=times.to_micros(times.parse(manifest.as_of)),
+                head_seq=manifest.ledger_head.seq,
+                head_hash=manifest.ledger_head.hash,
+                policy_hash=manifest.policy_hash,
+                engine=manifest.engine,
+                on_mention=manifest.on_mention,
+                corpus=manifest.corpus,
+                path=path,
+                status="live",
+                created_at=times.to_micros(times.now()),
+                manifest=json.dumps(manifest.to_json(), sort_keys=True),
+            )
+            .returning(snapshots.c.id)
+        ).scalar_one()
+        if rows.num_rows:
+            if store.is_postgres(ledger.engine):
+                _bulk_postgres(conn, number, rows)
+            else:
+                _bulk_sqlite(conn, number, rows)
+        if before_commit is not None:
+            before_commit()
+        return int(number)
+
+
+def _snapshot_json(row: Any) -> dict[str, Any]:
+    return {
+        "number": row.id,
+        "snapshot_id": row.snapshot_id,
+        "purpose": row.purpose,
+        "as_of": times.iso(row.as_of),
+        "status": row.status,
+        "path": row.path,
+        "engine": row.engine,
+        "ledger_head": {"seq": row.head_seq, "hash": row.head_hash},
+        "created_at": times.iso(row.created_at),
+    }
+
+
+def snapshots_of(ledger: Ledger, subject: str) -> list[dict[str, Any]]:
+    """The snapshots that hold ``subject``'s data, newest first, with counts and role."""
+    q = (
+        select(snapshots, lineage.c.author_records, lineage.c.mention_records)
+        .join(
+            lineage,
+            (lineage.c.snapshot == snapshots.c.id) & (lineage.c.subject_id == subject),
+        )
+        .order_by(snapshots.c.id.desc())
+    )
+    out = []
+    with ledger.engine.connect() as conn:
+        for row in conn.execute(q):
+            entry = _snapshot_json(row)
+            roles = []
+            if row.author_records:
+                roles.append("author")
+            if row.mention_records:
+                roles.append("mention")
+            entry.update(
+                author_records=row.author_records,
+                mention_records=row.mention_records,
+                roles=roles,
+            )
+            out.append(entry)
+    return out
+
+
+def list_snapshots(ledger: Ledger, purpose: str | None = None) -> list[dict[str, Any]]:
+    """Every registered snapshot (optionally of one purpose), newest first."""
+    q = select(snapshots).order_by(snapshots.c.id.desc())
+    if purpose is not None:
+        q = q.where(snapshots.c.purpose == purpose)
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    out = []
+    for row in rows:
+        entry = _snapshot_json(row)
+        m = json.loads(row.manifest)
+        entry.update(input_records=m["input_records"], output_records=m["output_records"])
+        out.append(entry)
+    return out
+
+
+def show(ledger: Ledger, snapshot_id: str) -> list[dict[str, Any]]:
+    """Every copy of a snapshot: its registry entry and its manifest.
+
+    ``snapshot_id`` may be a unique prefix of the id (at least 8 characters).
+    """
+    key = snapshot_id.strip().lower()
+    if len(key) < 8:
+        raise InputError(f"snapshot id {snapshot_id!r}: give at least 8 characters")
+    q = select(snapshots).where(snapshots.c.snapshot_id.startswith(key, autoescape=True))
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(q.order_by(snapshots.c.id)).all()
+    if not rows:
+        raise InputError(f"no snapshot {snapshot_id!r}; 'askfirst snapshot list' shows them")
+    if len({r.snapshot_id for r in rows}) > 1:
+        raise InputError(f"snapshot id {snapshot_id!r} is ambiguous; give more characters")
+    out = []
+    for row in rows:
+        entry = _snapshot_json(row)
+        entry["manifest"] = json.loads(row.manifest)
+        out.append(entry)
+    return out
