@@ -9,8 +9,9 @@ and the lineage counts (one row per subject), never the corpus.
 from __future__ import annotations
 
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -24,15 +25,19 @@ from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
 from askfirst.gate.redaction import HANDLE_RE, NameFinder, redact
 
 # The row as hashed for the snapshot's content digest; the Spark engine builds the same.
-_ROW_TEXT = (
-    "length(record_id) || ':' || record_id || length(category) || ':' || category || "
-    "epoch_us(created_at) || ':' || text"
-)
-_DIGEST = ", ".join(f"('0x' || substr(md5_, {1 + 8 * k}, 8))::BIGINT AS h{k}" for k in range(4))
+_ROW_TEXT = "concat_ws(chr(31), record_id, category, epoch_us(created_at), text)"
+# Four 32-bit words of the record's MD5 (read as DuckDB's md5_number does).
+_DIGEST = ", ".join(f"((md5_ >> {32 * k}) & 4294967295)::BIGINT AS h{k}" for k in range(4))
 
+# Excluded records leave their text and mentions behind here: only the reason travels on.
 _MAIN = """
-SELECT *, {digest} FROM (
-  SELECT *, CASE WHEN reason IS NULL THEN md5({row}) END AS md5_ FROM (
+SELECT record_id, category, created_at, author_id, reason,
+  CASE WHEN reason IS NULL THEN text END AS text,
+  CASE WHEN reason IS NULL THEN mentions END AS mentions,
+  reason IS NULL AND (len(mentions) > 0 OR contains(text, '@')) AS scan,
+  {digest}
+FROM (
+  SELECT *, CASE WHEN reason IS NULL THEN md5_number({row}) END AS md5_ FROM (
     SELECT c.record_id, c.category, c.created_at, c.text, c.author_id, c.mentions,
       CASE WHEN c.malformed THEN 'malformed'
            WHEN list_contains($never, c.category) THEN 'category-never-used'
@@ -66,11 +71,15 @@ FROM m LEFT JOIN directory d ON d.subject = m.subject
 GROUP BY m.i ORDER BY m.i"""
 
 _REHASH = f"""
-SELECT {_DIGEST} FROM (SELECT md5({_ROW_TEXT}) AS md5_ FROM rows_)"""
+SELECT {_DIGEST} FROM (SELECT md5_number({_ROW_TEXT}) AS md5_ FROM rows_)"""
 
 
 class _Writer:
-    """Parquet files of at most ``rows_per_file`` records: part-00000.parquet, ..."""
+    """Parquet files of at most ``rows_per_file`` records: part-00000.parquet, ...
+
+    Encoding runs on a thread of its own (Arrow releases the GIL), so that DuckDB reads
+    the next batch meanwhile; at most two batches wait, so memory stays flat.
+    """
 
     def __init__(self, folder: Path, rows_per_file: int) -> None:
         self.folder = folder
@@ -78,13 +87,22 @@ class _Writer:
         self.files: list[str] = []
         self._writer: pq.ParquetWriter | None = None
         self._rows = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="askfirst-writer")
+        self._pending: deque[Future[None]] = deque()
 
     def write(self, table: pa.Table) -> None:
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write, table))
+
+    def _write(self, table: pa.Table) -> None:
         while table.num_rows:
             if self._writer is None or self._rows >= self.rows_per_file:
-                self.close()
+                self._close_file()
                 name = f"part-{len(self.files):05d}.parquet"
-                self._writer = pq.ParquetWriter(self.folder / name, OUTPUT_SCHEMA)
+                self._writer = pq.ParquetWriter(
+                    self.folder / name, OUTPUT_SCHEMA, use_dictionary=["category"]
+                )
                 self.files.append(name)
                 self._rows = 0
             take = min(table.num_rows, self.rows_per_file - self._rows)
@@ -92,10 +110,19 @@ class _Writer:
             self._rows += take
             table = table.slice(take)
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def close(self) -> None:
+        """Wait for every write; raise the first error a write met."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._close_file()
 
 
 def _sums(table: pa.Table) -> list[int]:
@@ -167,10 +194,10 @@ def _run(
             digest = [a + b for a, b in zip(digest, sums, strict=True)]
             if progress is not None:
                 progress(seen)
-        writer.close()
     except duckdb.Error as e:
-        writer.close()
         raise InputError(f"corpus {plan.corpus.path}: {corpus_mod._first_line(e)}") from None
+    finally:
+        writer.close()
     malformed_lines = corpus_mod.rejected_csv_lines(con, plan.corpus)
     if malformed_lines:
         counts["malformed"] += malformed_lines
@@ -207,10 +234,7 @@ def _mentions(
         return 0, 0, [0, 0, 0, 0]
     kept = kept.append_column("i", pa.array(range(kept.num_rows), pa.int64()))
     hit_rows, hit_subjects = finder.find(kept.column("text").combine_chunks())
-    may_mention = pc.or_(
-        pc.greater(pc.list_value_length(kept.column("mentions")), 0),
-        pc.match_substring(kept.column("text"), "@"),
-    )
+    may_mention = kept.column("scan")
     if hit_rows:
         flagged = pc.or_(may_mention, pc.is_in(kept.column("i"), pa.array(hit_rows, pa.int64())))
     else:

@@ -84,14 +84,19 @@ class NameFinder:
         hits = self._automaton.find_matches_as_indexes(cast(Any, hay), overlapping=True)
         if not hits:
             return rows, subjects
+        found = np.array(hits, dtype=np.int64).reshape(-1, 3)
+        which = np.searchsorted(offsets, found[:, 1], side="right") - 1
+        # A hit that runs past its record's end spans two records: not a mention.
+        inside = found[:, 2] <= offsets[which + 1]
         seen: set[tuple[int, int]] = set()
-        for pattern, start, end in hits:
-            row = int(np.searchsorted(offsets, start, side="right")) - 1
+        for (pattern, start, end), row in zip(
+            found[inside].tolist(), which[inside].tolist(), strict=True
+        ):
+            if (row, pattern) in seen:
+                continue
             lo, hi = int(offsets[row]), int(offsets[row + 1])
-            if end > hi or (row, pattern) in seen:
-                continue  # spans two records, or already counted
-            before = bytes(hay[lo:start]).decode("utf-8", "replace")[-1:]
-            after = bytes(hay[end:hi]).decode("utf-8", "replace")[:1]
+            before = bytes(hay[max(lo, start - 4) : start]).decode("utf-8", "ignore")[-1:]
+            after = bytes(hay[end : min(hi, end + 4)]).decode("utf-8", "ignore")[:1]
             if (before and _word(before)) or (after and _word(after)):
                 continue
             seen.add((row, pattern))
@@ -99,6 +104,22 @@ class NameFinder:
                 rows.append(row)
                 subjects.append(subject)
         return rows, subjects
+
+
+def _spans(text: str, name: str) -> list[tuple[int, int]]:
+    """Where ``name`` occurs in ``text`` as a whole word, in any case."""
+    lowered, key = text.lower(), name.lower()
+    if len(lowered) != len(text):  # lower-casing moved characters: use the slow, sure way
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        return [m.span() for m in pattern.finditer(text)]
+    out = []
+    at = lowered.find(key)
+    while at >= 0:
+        end = at + len(key)
+        if not (at > 0 and _word(text[at - 1])) and not (end < len(text) and _word(text[end])):
+            out.append((at, end))
+        at = lowered.find(key, at + 1)
+    return out
 
 
 def redact(text: str, handles: Iterable[str], names: Iterable[str]) -> str:
@@ -109,8 +130,19 @@ def redact(text: str, handles: Iterable[str], names: Iterable[str]) -> str:
         text = _HANDLE.sub(
             lambda m: REDACTED if m.group(1).lower() in bad_handles else m.group(0), text
         )
-    wanted = sorted({n.strip() for n in names if n.strip()}, key=len, reverse=True)
-    if wanted:
-        pattern = "|".join(re.escape(n) for n in wanted)
-        text = re.sub(rf"(?<!\w)(?:{pattern})(?!\w)", REDACTED, text, flags=re.IGNORECASE)
-    return text
+    spans: list[tuple[int, int]] = []
+    for name in {n.strip() for n in names if n.strip()}:
+        spans.extend(_spans(text, name))
+    if not spans:
+        return text
+    # Longest first where names overlap ("Anna Keller" over "Anna"), then left to right.
+    spans.sort(key=lambda s: (s[0], -s[1]))
+    parts, last = [], 0
+    for start, end in spans:
+        if start < last:
+            continue
+        parts.append(text[last:start])
+        parts.append(REDACTED)
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
