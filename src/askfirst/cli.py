@@ -531,7 +531,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(lineage_app, name="lineage")
 
 
-def _progress(quiet: bool, total: int | None) -> Any:
+def _progress(quiet: bool) -> Any:
     """A Rich progress bar on a terminal; nothing when quiet or piped."""
     from rich.progress import (
         BarColumn,
@@ -585,9 +585,10 @@ def snapshot_build(
 ) -> None:
     """Build the snapshot of a corpus that may be used for a purpose."""
     from askfirst.gate import build_snapshot
+    from askfirst.gate.corpus import count_hint
 
     with _open(db, policy) as ledger:
-        bar = _progress(quiet, None)
+        bar = _progress(quiet)
         if bar is None:
             manifest = build_snapshot(
                 ledger,
@@ -601,7 +602,7 @@ def snapshot_build(
             )
         else:
             with bar:
-                task = bar.add_task("gate", total=None)
+                task = bar.add_task("gate", total=count_hint(corpus))
                 manifest = build_snapshot(
                     ledger,
                     purpose,
