@@ -9,6 +9,7 @@ subject's snapshots is one key probe per snapshot, never a scan of the lineage.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -27,19 +28,36 @@ from askfirst.ledger.tables import lineage, snapshots
 _COLUMNS = ("subject_id", "author_records", "mention_records")
 
 
+_ROWS_PER_STATEMENT = 500
+
+
 def _bulk_sqlite(conn: Connection, snapshot: int, rows: pa.Table) -> None:
+    # Many rows per INSERT: binding, not SQLite, is the cost of a row, and a statement
+    # of 500 rows binds its values in one call. ``snapshot`` is our own integer.
+    flat = list(
+        itertools.chain.from_iterable(
+            zip(*(rows.column(c).to_pylist() for c in _COLUMNS), strict=True)
+        )
+    )
+    width = len(_COLUMNS)
+    step = _ROWS_PER_STATEMENT * width
+    full = len(flat) // step * step
     raw: Any = conn.connection.dbapi_connection
     cur = raw.cursor()
-    try:
-        cur.executemany(
+
+    def statement(n: int) -> str:
+        return (
             "INSERT INTO lineage (snapshot, subject_id, author_records, mention_records) "
-            "VALUES (?, ?, ?, ?)",
-            zip(
-                [snapshot] * rows.num_rows,
-                *(rows.column(c).to_pylist() for c in _COLUMNS),
-                strict=True,
-            ),
+            "VALUES " + ", ".join([f"({int(snapshot)}, ?, ?, ?)"] * n)
         )
+
+    try:
+        if full:
+            cur.executemany(
+                statement(_ROWS_PER_STATEMENT), (flat[i : i + step] for i in range(0, full, step))
+            )
+        if len(flat) > full:
+            cur.execute(statement((len(flat) - full) // width), flat[full:])
     finally:
         cur.close()
 

@@ -258,6 +258,6 @@ def count_hint(path: str | Path) -> int | None:
     import pyarrow.parquet as pq
 
     try:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in corpus.files["parquet"])
+        return sum(int(pq.ParquetFile(f).metadata.num_rows) for f in corpus.files["parquet"])
     except (OSError, ValueError):
         return None
