@@ -132,7 +132,8 @@ def _sums(table: pa.Table) -> list[int]:
 def _connect(spill: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = true")
+    # Records may come out in any order: the snapshot id does not depend on it.
+    con.execute("SET preserve_insertion_order = false")
     return con
 
 
@@ -240,8 +241,11 @@ def _mentions(
     else:
         flagged = may_mention
     flagged = pc.fill_null(flagged, False)
-    plain = kept.filter(pc.invert(flagged))
-    cand = kept.filter(flagged)
+    if pc.any(flagged).as_py():
+        plain = kept.filter(pc.invert(flagged))
+        cand = kept.filter(flagged)
+    else:
+        plain, cand = kept, kept.slice(0, 0)
     written = plain.num_rows
     sums = _sums(plain) if plain.num_rows else [0, 0, 0, 0]
     if plain.num_rows:
