@@ -237,10 +237,26 @@ def rss_child(url: str, corpus: Path, out: Path) -> float:
     return int(res.stdout.strip().splitlines()[-1]) / 1024 / 1024
 
 
-def lineage_figures(snapshots: int, subjects: int) -> dict[str, float]:
+PG_SERVER = os.environ.get("ASKFIRST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def lineage_figures(kind: str, snapshots: int, subjects: int) -> dict[str, float]:
+    """Record ``snapshots`` snapshots of ``subjects`` subjects, then look subjects up."""
+    import uuid
+
+    import sqlalchemy as sa
+
     path = OUT / "gate-lineage.db"
     for p in OUT.glob("gate-lineage.db*"):
         p.unlink()
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://"))
+    if kind == "postgres":
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        url = f"{PG_SERVER}?options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{path}"
     rows = pa.table(
         {
             "subject_id": pa.array([sid(i) for i in range(subjects)]),
@@ -249,7 +265,7 @@ def lineage_figures(snapshots: int, subjects: int) -> dict[str, float]:
         }
     )
     rates = []
-    with Ledger.open(f"sqlite:///{path}", load_policy(), create=True) as led:
+    with Ledger.open(url, load_policy(), create=True) as led:
         for k in range(snapshots):
             m = SnapshotManifest(
                 snapshot_id=f"{k:064x}",
@@ -275,7 +291,7 @@ def lineage_figures(snapshots: int, subjects: int) -> dict[str, float]:
             record(led, m, f"/bench/{k}", rows)
             rates.append(subjects / (time.perf_counter() - t))
             if k % 10 == 9:
-                log(f"lineage: {k + 1} snapshots, last {rates[-1]:,.0f} subjects/s")
+                log(f"lineage ({kind}): {k + 1} snapshots, last {rates[-1]:,.0f} subjects/s")
         probes = []
         for i in range(0, subjects, max(1, subjects // 200)):
             t = time.perf_counter()
@@ -284,7 +300,13 @@ def lineage_figures(snapshots: int, subjects: int) -> dict[str, float]:
             assert len(found) == snapshots
     for p in OUT.glob("gate-lineage.db*"):
         p.unlink()
+    if kind == "postgres":
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
     return {
+        "snapshots": snapshots,
+        "subjects": subjects,
         "record_first_subjects_per_s": rates[0],
         "record_median_subjects_per_s": statistics.median(rates),
         "record_last_subjects_per_s": rates[-1],
@@ -298,13 +320,15 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20_000_000)
     ap.add_argument("--authors", type=int, default=2_000_000)
     ap.add_argument("--snapshots", type=int, default=100, help="for the lineage look-up")
+    ap.add_argument("--pg-snapshots", type=int, default=10, help="the same on PostgreSQL")
+    ap.add_argument("--only-lineage", action="store_true")
     ap.add_argument("--skip-loop", action="store_true", help="skip the Python loop baseline")
     ap.add_argument("--skip-lineage", action="store_true")
     ap.add_argument("--quick", action="store_true", help="200k records, 20k authors")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.quick:
-        args.records, args.authors, args.snapshots = 200_000, 20_000, 10
+        args.records, args.authors, args.snapshots, args.pg_snapshots = 200_000, 20_000, 10, 3
     OUT.mkdir(exist_ok=True)
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -312,6 +336,13 @@ def main() -> None:
         "records": args.records,
         "authors": args.authors,
     }
+    if args.only_lineage:
+        result["lineage_sqlite"] = lineage_figures("sqlite", args.snapshots, args.authors)
+        result["lineage_postgres"] = lineage_figures("postgres", args.pg_snapshots, args.authors)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     url = make_ledger(args.authors)
     plain = make_corpus(args.records, args.authors, 0.0)
     mentioned = make_corpus(args.records, args.authors, 0.05)
@@ -342,7 +373,8 @@ def main() -> None:
     log(f"  {result['rss_half_gib']:.2f} GiB at half, {result['rss_full_gib']:.2f} GiB at full")
     if not args.skip_lineage:
         log("lineage")
-        result["lineage"] = lineage_figures(args.snapshots, args.authors)
+        result["lineage_sqlite"] = lineage_figures("sqlite", args.snapshots, args.authors)
+        result["lineage_postgres"] = lineage_figures("postgres", args.pg_snapshots, args.authors)
     result["ratios"] = {
         "gate_plain_vs_floor": result["gate_plain_s"] / result["floor_s"],
         "gate_plain_corpus_pass_vs_floor": (result["gate_plain_s"] - result["decisions_s"])

@@ -89,13 +89,11 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     at = times.to_micros(as_of) if as_of is not None else times.to_micros(times.now())
     if at > times.to_micros(times.now()):
         raise InputError(f"as-of {times.iso(at)} is in the future")
-    later = max(at, head.recorded_at)
-    at_head = decisions_pinned(ledger, p, head, later)
+    at_as_of = decisions_pinned(ledger, p, head, at)
     if at >= head.recorded_at or not p.reaches_back:
-        decisions = (
-            at_head if at >= head.recorded_at else decisions_pinned(ledger, p, head, at)
-        ).cast(DECISIONS_SCHEMA)
+        # Nothing was recorded after the as-of time (or the purpose does not look back).
+        decisions = at_as_of.cast(DECISIONS_SCHEMA)
     else:
-        decisions = combine(decisions_pinned(ledger, p, head, at), at_head)
+        decisions = combine(at_as_of, decisions_pinned(ledger, p, head, head.recorded_at))
     directory = store.read_arrow(ledger.engine, _DIRECTORY_SQL, DIRECTORY_SCHEMA)
     return Consent(p, at, head, ledger.policy.hash, decisions, directory)
