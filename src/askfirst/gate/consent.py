@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from askfirst import times
 from askfirst.decisions import _duckdb, decisions_pinned
@@ -40,12 +41,10 @@ DIRECTORY_SCHEMA = pa.schema(
         ("protected", pa.int64()),  # 1: names are looked for in every record
     ]
 )
-_DIRECTORY_SQL = """
-SELECT s.id AS subject, s.handle, s.names,
-  CASE WHEN st.kind = 'person' OR st.status = 'deceased' THEN 1 ELSE 0 END AS protected
-FROM subjects s LEFT JOIN subject_state st ON st.subject_id = s.id
-WHERE s.handle IS NOT NULL OR s.names <> '[]'
-ORDER BY s.id"""
+_DIRECTORY_SQL = "SELECT id AS subject, handle, names FROM subjects"
+_PROTECTED_SQL = (
+    "SELECT subject_id AS subject FROM subject_state WHERE kind = 'person' OR status = 'deceased'"
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,16 @@ FROM h_ h LEFT JOIN t_ t ON t.subject = h.subject ORDER BY h.subject""")
         con.unregister("h_")
 
 
+def read_directory(ledger: Ledger) -> pa.Table:
+    """Handles and names of every subject, and whether their names are protected."""
+    rows = store.read_arrow(ledger.engine, _DIRECTORY_SQL, DIRECTORY_SCHEMA.remove(3))
+    protected = store.read_arrow(
+        ledger.engine, _PROTECTED_SQL, pa.schema([("subject", pa.string())])
+    )
+    flag = pc.cast(pc.is_in(rows.column("subject"), protected.column("subject")), pa.int64())
+    return rows.append_column(DIRECTORY_SCHEMA.field("protected"), flag)
+
+
 def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Consent:
     """Pin the head and read the decisions and directory a build of ``purpose`` needs."""
     p = ledger.policy.purpose(purpose)
@@ -95,5 +104,5 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
         decisions = at_as_of.cast(DECISIONS_SCHEMA)
     else:
         decisions = combine(at_as_of, decisions_pinned(ledger, p, head, head.recorded_at))
-    directory = store.read_arrow(ledger.engine, _DIRECTORY_SQL, DIRECTORY_SCHEMA)
+    directory = read_directory(ledger)
     return Consent(p, at, head, ledger.policy.hash, decisions, directory)
