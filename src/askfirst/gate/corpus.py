@@ -38,14 +38,14 @@ SUFFIXES = {
 # ISO 8601 with a zone; DuckDB's cast does the calendar checks.
 ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
 _TEXT_TYPES = {"VARCHAR"}
-_TIME_TYPES = {
-    "TIMESTAMP",
-    "TIMESTAMP WITH TIME ZONE",
-    "TIMESTAMP_S",
-    "TIMESTAMP_MS",
-    "TIMESTAMP_NS",
-    "VARCHAR",
-}
+
+
+def _is_time(type_name: str) -> bool:
+    return type_name == "VARCHAR" or type_name.startswith("TIMESTAMP")
+
+
+def _has_zone(type_name: str) -> bool:
+    return "TIME ZONE" in type_name or type_name.startswith("TIMESTAMPTZ")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _missing(columns: dict[str, str], what: str) -> None:
 def _time_from_text(expr: str) -> str:
     return (
         f"CASE WHEN regexp_full_match({expr}, '{ISO_WITH_ZONE}') "
-        f"THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
+        f"THEN TRY_CAST(upper({expr}) AS TIMESTAMPTZ) END"
     )
 
 
@@ -127,25 +127,36 @@ SELECT record_id, author_id, category, created_at, text, coalesce(mentions, []) 
 FROM ({select})"""
 
 
-def _parquet(con: duckdb.DuckDBPyConnection, files: tuple[str, ...]) -> str:
+def _parquet(con: duckdb.DuckDBPyConnection, files: tuple[str, ...]) -> list[str]:
+    """One relation per group of files whose columns have the same types (a folder may
+    mix, say, timestamp and text times: each is read as it is written)."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for f in files:
+        columns = _describe(con, f"SELECT * FROM read_parquet({_quote_list((f,))})", f)
+        _missing(columns, f)
+        key = tuple(sorted((k, v) for k, v in columns.items() if k in (*REQUIRED, "mentions")))
+        groups.setdefault(key, []).append(f)
+    return [_parquet_group(dict(key), tuple(group)) for key, group in groups.items()]
+
+
+def _parquet_group(columns: dict[str, str], files: tuple[str, ...]) -> str:
     src = f"read_parquet({_quote_list(files)}, union_by_name = true)"
-    columns = _describe(con, f"SELECT * FROM {src}", "(parquet)")
     what = f"{files[0]}" if len(files) == 1 else f"({len(files)} parquet files)"
-    _missing(columns, what)
     for name in ("record_id", "author_id", "category", "text"):
         if columns[name] not in _TEXT_TYPES:
             raise InputError(
                 f"corpus {what}: column {name!r} is {columns[name]}; it must be text (string)"
             )
-    if columns["created_at"] not in _TIME_TYPES:
+    time_type = columns["created_at"]
+    if not _is_time(time_type):
         raise InputError(
-            f"corpus {what}: column 'created_at' is {columns['created_at']}; it must be a "
+            f"corpus {what}: column 'created_at' is {time_type}; it must be a "
             "timestamp or ISO 8601 text with a time zone"
         )
-    if columns["created_at"] == "VARCHAR":
+    if time_type == "VARCHAR":
         created = _time_from_text("created_at")
-    elif columns["created_at"] == "TIMESTAMP WITH TIME ZONE":
-        created = "created_at"
+    elif _has_zone(time_type):
+        created = "CAST(created_at AS TIMESTAMPTZ)"
     else:  # a timestamp without a zone is UTC in Parquet
         created = "timezone('UTC', CAST(created_at AS TIMESTAMP))"
     mention_type = columns.get("mentions")
@@ -190,12 +201,12 @@ SELECT {text("record_id")} AS record_id, {text("author_id")} AS author_id,
 FROM {src}""")
 
 
-def _csv(con: duckdb.DuckDBPyConnection, files: tuple[str, ...]) -> str:
+def _csv(con: duckdb.DuckDBPyConnection, file: str) -> str:
+    """One CSV file (DuckDB keeps rejected lines only when files are read one by one)."""
     src = (
-        f"read_csv({_quote_list(files)}, header = true, all_varchar = true, "
-        "union_by_name = true, store_rejects = true)"
+        f"read_csv({_quote_list((file,))}, header = true, all_varchar = true, store_rejects = true)"
     )
-    what = f"{files[0]}" if len(files) == 1 else f"({len(files)} csv files)"
+    what = file
     columns = _describe(con, f"SELECT * FROM {src}", what)
     _missing(columns, what)
     if "mentions" in columns:
@@ -228,11 +239,11 @@ def relation_sql(con: duckdb.DuckDBPyConnection, corpus: Corpus) -> str:
     parts = []
     for fmt, files in corpus.files.items():
         if fmt == "parquet":
-            parts.append(_parquet(con, files))
+            parts.extend(_parquet(con, files))
         elif fmt == "jsonl":
             parts.append(_jsonl(files))
         else:
-            parts.append(_csv(con, files))
+            parts.extend(_csv(con, f) for f in files)
     return "\nUNION ALL\n".join(f"({p})" for p in parts)
 
 

@@ -65,6 +65,7 @@ SELECT m.i,
   count(*) FILTER (WHERE NOT m.ok) AS n_bad,
   coalesce(list(m.subject ORDER BY m.subject) FILTER (WHERE m.ok), []) AS kept,
   coalesce(list(d.handle) FILTER (WHERE NOT m.ok AND d.handle IS NOT NULL), []) AS bad_handles,
+  coalesce(list(m.subject) FILTER (WHERE NOT m.ok), []) AS bad_subjects,
   coalesce(flatten(list(d.names) FILTER (WHERE NOT m.ok AND d.names IS NOT NULL)), [])
     AS bad_names
 FROM m LEFT JOIN directory d ON d.subject = m.subject
@@ -142,6 +143,7 @@ def run(plan: Plan, out: Path, progress: Callable[[int], None] | None = None) ->
     data = out / "data"
     data.mkdir(parents=True)
     finder = NameFinder.from_directory(plan.consent.directory)
+    finder.allow(plan.consent.decisions)
     with tempfile.TemporaryDirectory(prefix="askfirst-spill-") as spill:
         con = _connect(Path(spill), plan.memory_limit)
         try:
@@ -219,6 +221,34 @@ def _run(
     )
 
 
+def _names_uncovered(finder: NameFinder, texts: list[str], rewritten: dict[int, set[str]]) -> int:
+    """Redact protected names that a redaction left standing as whole words (as in
+    "@handleØrsted" once the handle is gone); returns the mentions newly redacted."""
+    added = 0
+    todo = sorted(rewritten)
+    for _ in range(3):
+        if not todo:
+            break
+        rows, subjects = finder.find(pa.array([texts[k] for k in todo], pa.string()))
+        names: dict[int, list[str]] = {}
+        for row, subject in zip(rows, subjects, strict=True):
+            if subject in finder.allowed:
+                continue
+            k = todo[row]
+            names.setdefault(k, []).extend(finder.names_of.get(subject, []))
+            if subject not in rewritten[k]:
+                rewritten[k].add(subject)
+                added += 1
+        again = []
+        for k, wanted in names.items():
+            new = redact(texts[k], [], wanted)
+            if new != texts[k]:
+                texts[k] = new
+                again.append(k)
+        todo = sorted(again)
+    return added
+
+
 def _mentions(
     cur: duckdb.DuckDBPyConnection,
     plan: Plan,
@@ -266,11 +296,13 @@ def _mentions(
     keep_mask = [True] * cand.num_rows
     redacted = 0
     changed = False
-    for i, bad, handles, names in zip(
+    rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
+    for i, bad, handles, names, subjects in zip(
         found.column("i").to_pylist(),
         found.column("n_bad").to_pylist(),
         found.column("bad_handles").to_pylist(),
         found.column("bad_names").to_pylist(),
+        found.column("bad_subjects").to_pylist(),
         strict=True,
     ):
         if not bad:
@@ -285,6 +317,8 @@ def _mentions(
         if new != texts[k]:
             texts[k] = new
             changed = True
+            rewritten[k] = set(subjects)
+    redacted += _names_uncovered(finder, texts, rewritten)
     out = cand
     if changed:
         out = out.set_column(

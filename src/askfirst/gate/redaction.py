@@ -27,9 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 REDACTED = "[redacted]"
+FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"
 # RE2 syntax and Python's (with re.ASCII) read this the same way.
 HANDLE_RE = r"@([A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?)"
 _HANDLE = re.compile(HANDLE_RE, re.ASCII)
+
+
+def fold(texts: pa.Array) -> pa.Array:
+    """Lower case, and final sigma as sigma: how names and texts are compared."""
+    return pc.replace_substring(pc.utf8_lower(texts), FINAL_SIGMA, SIGMA)
 
 
 def _word(ch: str) -> bool:
@@ -42,22 +48,33 @@ class NameFinder:
 
     names: list[str] = field(default_factory=list)
     owners: list[list[str]] = field(default_factory=list)
+    names_of: dict[str, list[str]] = field(default_factory=dict)
+    allowed: set[str] = field(default_factory=set)  # protected subjects who said yes
     _automaton: ahocorasick_rs.BytesAhoCorasick | None = None
 
     @classmethod
     def from_directory(cls, directory: pa.Table) -> NameFinder:
         protected = directory.filter(pc.equal(directory.column("protected"), 1))
-        by_name: dict[str, list[str]] = {}
+        names_of: dict[str, list[str]] = {}
+        flat_subjects: list[str] = []
+        flat_names: list[str] = []
         for subject, names in zip(
             protected.column("subject").to_pylist(),
             protected.column("names").to_pylist(),
             strict=True,
         ):
             for name in json.loads(names or "[]"):
-                key = name.strip().lower()
-                if key:
-                    by_name.setdefault(key, []).append(subject)
-        finder = cls(list(by_name), [sorted(set(v)) for v in by_name.values()])
+                if name.strip():
+                    names_of.setdefault(subject, []).append(name.strip())
+                    flat_subjects.append(subject)
+                    flat_names.append(name.strip())
+        # The texts are lower-cased by Arrow, so the names are too (Python's str.lower
+        # differs for a few letters, such as the Turkish dotted I).
+        by_name: dict[str, list[str]] = {}
+        lowered = fold(pa.array(flat_names, pa.string())).to_pylist()
+        for subject, key in zip(flat_subjects, lowered, strict=True):
+            by_name.setdefault(key, []).append(subject)
+        finder = cls(list(by_name), [sorted(set(v)) for v in by_name.values()], names_of)
         if finder.names:
             finder._automaton = ahocorasick_rs.BytesAhoCorasick(
                 [n.encode() for n in finder.names],
@@ -66,6 +83,18 @@ class NameFinder:
             )
         return finder
 
+    def allow(self, decisions: pa.Table) -> None:
+        """Note which protected subjects may be used (their names are kept)."""
+        if not self.names_of:
+            return
+        mine = decisions.filter(
+            pc.and_(
+                pc.is_in(decisions.column("subject"), pa.array(list(self.names_of), pa.string())),
+                decisions.column("allowed"),
+            )
+        )
+        self.allowed = set(mine.column("subject").to_pylist())
+
     def find(self, texts: pa.Array) -> tuple[list[int], list[str]]:
         """(row, subject) pairs: the protected names that occur, as whole words, in each
         row of ``texts``."""
@@ -73,7 +102,7 @@ class NameFinder:
         subjects: list[str] = []
         if self._automaton is None or len(texts) == 0:
             return rows, subjects
-        lowered = pc.utf8_lower(texts)
+        lowered = fold(texts)
         if lowered.offset:
             lowered = pa.concat_arrays([lowered])
         offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[: len(lowered) + 1]
@@ -108,7 +137,8 @@ class NameFinder:
 
 def _spans(text: str, name: str) -> list[tuple[int, int]]:
     """Where ``name`` occurs in ``text`` as a whole word, in any case."""
-    lowered, key = text.lower(), name.lower()
+    lowered = text.lower().replace(FINAL_SIGMA, SIGMA)
+    key = name.lower().replace(FINAL_SIGMA, SIGMA)
     if len(lowered) != len(text):  # lower-casing moved characters: use the slow, sure way
         pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
         return [m.span() for m in pattern.finditer(text)]
