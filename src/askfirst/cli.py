@@ -5,6 +5,7 @@ Library errors become one line on stderr and a non-zero exit code, never a trace
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -587,33 +588,23 @@ def snapshot_build(
     from askfirst.gate import build_snapshot
     from askfirst.gate.corpus import count_hint
 
-    with _open(db, policy) as ledger:
-        bar = _progress(quiet)
-        if bar is None:
-            manifest = build_snapshot(
-                ledger,
-                purpose,
-                corpus,
-                out_dir,
-                as_of=_time(as_of, "--as-of"),
-                engine=engine,
-                on_mention=on_mention,
-                verify_ledger=verify_ledger,
-            )
-        else:
-            with bar:
-                task = bar.add_task("gate", total=count_hint(corpus))
-                manifest = build_snapshot(
-                    ledger,
-                    purpose,
-                    corpus,
-                    out_dir,
-                    as_of=_time(as_of, "--as-of"),
-                    engine=engine,
-                    on_mention=on_mention,
-                    verify_ledger=verify_ledger,
-                    progress=lambda n: bar.update(task, completed=n),
-                )
+    bar = _progress(quiet)
+    with _open(db, policy) as ledger, bar or contextlib.nullcontext():
+        progress = None
+        if bar is not None:
+            task = bar.add_task("gate", total=count_hint(corpus))
+            progress = functools.partial(bar.update, task)
+        manifest = build_snapshot(
+            ledger,
+            purpose,
+            corpus,
+            out_dir,
+            as_of=_time(as_of, "--as-of"),
+            engine=engine,
+            on_mention=on_mention,
+            verify_ledger=verify_ledger,
+            progress=(lambda n: progress(completed=n)) if progress else None,
+        )
     if as_json:
         _print_json(manifest.to_json())
         return
