@@ -70,7 +70,7 @@ REASONS = {
     "notice-pending",
     "mention-not-consented",
 }
-OUTPUT_COLUMNS = ["record_id", "category", "created_at", "text"]
+OUTPUT_COLUMNS = ["record_id", "category", "created_at", "text", "shard_key"]
 R = "[redacted]"
 
 
@@ -304,7 +304,9 @@ def check_snapshot(out: Path) -> tuple[SnapshotManifest, pa.Table]:
     assert table.schema.field("created_at").type == pa.timestamp("us", "UTC")
     files = sorted(p.relative_to(out).as_posix() for p in (out / "data").glob("*.parquet"))
     assert files == sorted(manifest.files)
-    for f in files:  # each data file alone holds the same four columns
+    keys = table.column("shard_key")
+    assert keys.null_count == 0 and all(0 <= k < 65_536 for k in keys.to_pylist())
+    for f in files:  # each data file alone holds the same columns
         assert pq.read_schema(out / f).names == OUTPUT_COLUMNS
     ids = table.column("record_id").to_pylist()
     assert len(ids) == len(set(ids))

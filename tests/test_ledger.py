@@ -49,7 +49,20 @@ LEDGER_TABLES = (
 )
 # Tables outside the chain: sign-in accounts, API tokens, the demo platform's content, and
 # the gate's snapshot registry and lineage.
-OTHER_TABLES = ("accounts", "api_tokens", "content", "snapshots", "lineage")
+OTHER_TABLES = (
+    "accounts",
+    "api_tokens",
+    "content",
+    "snapshots",
+    "lineage",
+    "withdrawals",
+    "models",
+    "model_snapshots",
+    "tasks",
+    "recipients",
+    "deliveries",
+    "outbox",
+)
 
 
 # ---- helpers ------------------------------------------------------------------------------

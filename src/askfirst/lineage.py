@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from askfirst import times
 from askfirst.errors import InputError
@@ -25,7 +25,7 @@ from askfirst.ledger import store
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import lineage, snapshots
 
-_COLUMNS = ("subject_id", "author_records", "mention_records")
+_COLUMNS = ("subject_id", "author_records", "mention_records", "mention_keys")
 
 
 _ROWS_PER_STATEMENT = 500
@@ -47,8 +47,8 @@ def _bulk_sqlite(conn: Connection, snapshot: int, rows: pa.Table) -> None:
 
     def statement(n: int) -> str:
         return (
-            "INSERT INTO lineage (snapshot, subject_id, author_records, mention_records) "
-            "VALUES " + ", ".join([f"({int(snapshot)}, ?, ?, ?)"] * n)
+            "INSERT INTO lineage (snapshot, subject_id, author_records, mention_records, "
+            "mention_keys) VALUES " + ", ".join([f"({int(snapshot)}, ?, ?, ?, ?)"] * n)
         )
 
     try:
@@ -75,7 +75,7 @@ def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
     with (
         raw.cursor() as cur,
         cur.copy(
-            "COPY lineage (snapshot, subject_id, author_records, mention_records) "
+            "COPY lineage (snapshot, subject_id, author_records, mention_records, mention_keys) "
             "FROM STDIN (FORMAT csv)"
         ) as copy,
     ):
@@ -88,12 +88,15 @@ def record(
     path: str,
     rows: pa.Table,
     before_commit: Callable[[], None] | None = None,
+    replaces: int | None = None,
 ) -> int:
     """Register a snapshot and its lineage; returns its registry number.
 
     ``before_commit`` runs inside the transaction (the build moves its folder into
     place there), so that the registry and the files appear together or not at all.
+    With ``replaces`` (a rebuild), that snapshot is retired in the same transaction.
     """
+    now = times.to_micros(times.now())
     with store.write(ledger.engine) as conn:
         number = conn.execute(
             insert(snapshots)
@@ -109,11 +112,20 @@ def record(
                 corpus=manifest.corpus,
                 path=path,
                 status="live",
-                created_at=times.to_micros(times.now()),
+                created_at=now,
                 manifest=json.dumps(manifest.to_json(), sort_keys=True),
+                rebuilt_from=replaces,
             )
             .returning(snapshots.c.id)
         ).scalar_one()
+        if replaces is not None:
+            conn.execute(
+                update(snapshots)
+                .where(snapshots.c.id == replaces)
+                .values(status="retired", replaced_by=number, retired_at=now)
+            )
+        if "mention_keys" not in rows.column_names:
+            rows = rows.append_column("mention_keys", pa.nulls(rows.num_rows, pa.string()))
         if rows.num_rows:
             if store.is_postgres(ledger.engine):
                 _bulk_postgres(conn, number, rows)
@@ -124,7 +136,22 @@ def record(
         return int(number)
 
 
-def _snapshot_json(row: Any) -> dict[str, Any]:
+def _when(us: int | None) -> str | None:
+    return times.iso(us) if us is not None else None
+
+
+def links(conn: Connection, rows: Sequence[Any]) -> dict[int, str]:
+    """The snapshot ids of the snapshots ``rows`` were rebuilt from or into."""
+    wanted = {n for r in rows for n in (r.rebuilt_from, r.replaced_by) if n}
+    if not wanted:
+        return {}
+    q = select(snapshots.c.id, snapshots.c.snapshot_id).where(snapshots.c.id.in_(wanted))
+    return {n: sid for n, sid in conn.execute(q)}
+
+
+def _snapshot_json(row: Any, numbers: dict[int, str] | None = None) -> dict[str, Any]:
+    """A registry row as JSON; ``numbers`` maps registry numbers to snapshot ids."""
+    numbers = numbers or {}
     return {
         "number": row.id,
         "snapshot_id": row.snapshot_id,
@@ -135,6 +162,10 @@ def _snapshot_json(row: Any) -> dict[str, Any]:
         "engine": row.engine,
         "ledger_head": {"seq": row.head_seq, "hash": row.head_hash},
         "created_at": times.iso(row.created_at),
+        "stale_since": _when(row.stale_since),
+        "retired_at": _when(row.retired_at),
+        "rebuilt_from": numbers.get(row.rebuilt_from) if row.rebuilt_from else None,
+        "replaced_by": numbers.get(row.replaced_by) if row.replaced_by else None,
     }
 
 
@@ -150,8 +181,10 @@ def snapshots_of(ledger: Ledger, subject: str) -> list[dict[str, Any]]:
     )
     out = []
     with ledger.engine.connect() as conn:
-        for row in conn.execute(q):
-            entry = _snapshot_json(row)
+        rows = conn.execute(q).all()
+        numbers = links(conn, rows)
+        for row in rows:
+            entry = _snapshot_json(row, numbers)
             roles = []
             if row.author_records:
                 roles.append("author")
@@ -173,17 +206,18 @@ def list_snapshots(ledger: Ledger, purpose: str | None = None) -> list[dict[str,
         q = q.where(snapshots.c.purpose == purpose)
     with ledger.engine.connect() as conn:
         rows = conn.execute(q).all()
+        numbers = links(conn, rows)
     out = []
     for row in rows:
-        entry = _snapshot_json(row)
+        entry = _snapshot_json(row, numbers)
         m = json.loads(row.manifest)
         entry.update(input_records=m["input_records"], output_records=m["output_records"])
         out.append(entry)
     return out
 
 
-def show(ledger: Ledger, snapshot_id: str) -> list[dict[str, Any]]:
-    """Every copy of a snapshot: its registry entry and its manifest.
+def resolve(conn: Connection, snapshot_id: str) -> list[Any]:
+    """The registry rows (copies) of one snapshot, oldest first.
 
     ``snapshot_id`` may be a unique prefix of the id (at least 8 characters).
     """
@@ -191,15 +225,25 @@ def show(ledger: Ledger, snapshot_id: str) -> list[dict[str, Any]]:
     if len(key) < 8:
         raise InputError(f"snapshot id {snapshot_id!r}: give at least 8 characters")
     q = select(snapshots).where(snapshots.c.snapshot_id.startswith(key, autoescape=True))
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(q.order_by(snapshots.c.id)).all()
+    rows = conn.execute(q.order_by(snapshots.c.id)).all()
     if not rows:
         raise InputError(f"no snapshot {snapshot_id!r}; 'askfirst snapshot list' shows them")
     if len({r.snapshot_id for r in rows}) > 1:
         raise InputError(f"snapshot id {snapshot_id!r} is ambiguous; give more characters")
+    return list(rows)
+
+
+def show(ledger: Ledger, snapshot_id: str) -> list[dict[str, Any]]:
+    """Every copy of a snapshot: its registry entry and its manifest.
+
+    ``snapshot_id`` may be a unique prefix of the id (at least 8 characters).
+    """
+    with ledger.engine.connect() as conn:
+        rows = resolve(conn, snapshot_id)
+        numbers = links(conn, rows)
     out = []
     for row in rows:
-        entry = _snapshot_json(row)
+        entry = _snapshot_json(row, numbers)
         entry["manifest"] = json.loads(row.manifest)
         out.append(entry)
     return out

@@ -51,6 +51,34 @@ def build_snapshot(
     ``as_of``, go in; mentions of anyone who did not say yes are redacted (or, with
     ``on_mention="drop"``, the record is left out).
     """
+    return build(
+        ledger,
+        purpose,
+        corpus,
+        out,
+        as_of=as_of,
+        engine=engine,
+        on_mention=on_mention,
+        verify_ledger=verify_ledger,
+        progress=progress,
+    )
+
+
+def build(
+    ledger: Ledger,
+    purpose: str,
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    as_of: datetime | None = None,
+    engine: str = "duckdb",
+    on_mention: str = "redact",
+    verify_ledger: bool = False,
+    progress: Callable[[int], None] | None = None,
+    replaces: int | None = None,
+) -> SnapshotManifest:
+    """``build_snapshot``; with ``replaces`` (a rebuild), the registry number of the
+    snapshot that the new one retires, in the transaction that registers it."""
     if engine not in ENGINES:
         raise InputError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     if on_mention not in ON_MENTION:
@@ -124,6 +152,7 @@ def build_snapshot(
             str(target.resolve()),
             lin,
             before_commit=move_into_place,
+            replaces=replaces,
         )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

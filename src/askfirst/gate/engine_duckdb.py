@@ -21,24 +21,24 @@ import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
 from askfirst.gate import corpus as corpus_mod
-from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
+from askfirst.gate.plan import MAX_MENTION_KEYS, OUTPUT_SCHEMA, Outcome, Plan
 from askfirst.gate.redaction import HANDLE_RE, NameFinder, redact
 
 # The row as hashed for the snapshot's content digest; the Spark engine builds the same.
-_ROW_TEXT = "concat_ws(chr(31), record_id, category, epoch_us(created_at), text)"
+_ROW_TEXT = "concat_ws(chr(31), record_id, category, epoch_us(created_at), shard_key, text)"
 # Four 32-bit words of the record's MD5 (read as DuckDB's md5_number does).
 _DIGEST = ", ".join(f"((md5_ >> {32 * k}) & 4294967295)::BIGINT AS h{k}" for k in range(4))
 
 # Excluded records leave their text and mentions behind here: only the reason travels on.
 _MAIN = """
-SELECT record_id, category, created_at, author_id, reason,
+SELECT record_id, category, created_at, author_id, shard_key, reason,
   CASE WHEN reason IS NULL THEN text END AS text,
   CASE WHEN reason IS NULL THEN mentions END AS mentions,
   reason IS NULL AND (len(mentions) > 0 OR contains(text, '@')) AS scan,
   {digest}
 FROM (
   SELECT *, CASE WHEN reason IS NULL THEN md5_number({row}) END AS md5_ FROM (
-    SELECT c.record_id, c.category, c.created_at, c.text, c.author_id, c.mentions,
+    SELECT c.record_id, c.category, c.created_at, c.text, c.author_id, c.mentions, d.shard_key,
       CASE WHEN c.malformed THEN 'malformed'
            WHEN list_contains($never, c.category) THEN 'category-never-used'
            WHEN NOT list_contains($categories, c.category) THEN 'category-not-allowed'
@@ -70,6 +70,17 @@ SELECT m.i,
     AS bad_names
 FROM m LEFT JOIN directory d ON d.subject = m.subject
 GROUP BY m.i ORDER BY m.i"""
+
+# One row per subject; for a kept mention, the shard keys of the records that hold it.
+_LINEAGE = f"""
+SELECT subject AS subject_id, author_records, mention_records,
+  CASE WHEN mention_records > 0 AND len(keys) <= {MAX_MENTION_KEYS}
+       THEN to_json(keys)::VARCHAR END AS mention_keys
+FROM (
+  SELECT subject, sum(a)::BIGINT AS author_records, sum(m)::BIGINT AS mention_records,
+    list_sort(list_distinct(flatten(list(k) FILTER (WHERE k IS NOT NULL)))) AS keys
+  FROM lin GROUP BY subject)
+ORDER BY subject_id"""
 
 _REHASH = f"""
 SELECT {_DIGEST} FROM (SELECT md5_number({_ROW_TEXT}) AS md5_ FROM rows_)"""
@@ -163,12 +174,15 @@ def _run(
     # the database's tables.
     con.register("decisions_", plan.consent.decisions)
     con.register("directory_", plan.consent.directory)
-    con.execute("CREATE TABLE decisions AS SELECT * FROM decisions_")
+    con.execute(
+        "CREATE TABLE decisions AS SELECT *, "
+        "(md5_number(subject) & 65535)::INTEGER AS shard_key FROM decisions_"
+    )
     con.execute(
         "CREATE TABLE directory AS SELECT subject, handle, "
         "from_json(names, '[\"VARCHAR\"]') AS names FROM directory_"
     )
-    con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT)")
+    con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT, k INTEGER[])")
     sql = _MAIN.format(
         digest=_DIGEST, row=_ROW_TEXT, corpus=corpus_mod.relation_sql(con, plan.corpus)
     )
@@ -205,10 +219,7 @@ def _run(
     if malformed_lines:
         counts["malformed"] += malformed_lines
         seen += malformed_lines
-    lineage = cur.sql(
-        "SELECT subject AS subject_id, sum(a)::BIGINT AS author_records, "
-        "sum(m)::BIGINT AS mention_records FROM lin GROUP BY subject ORDER BY subject"
-    ).to_arrow_table()
+    lineage = cur.sql(_LINEAGE).to_arrow_table()
     cur.close()
     return Outcome(
         input_records=seen,
@@ -281,7 +292,7 @@ def _mentions(
     if plain.num_rows:
         writer.write(plain.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
         cur.register("rows_", plain.select(["author_id"]))
-        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0 FROM rows_ GROUP BY ALL")
+        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM rows_ GROUP BY ALL")
     if cand.num_rows == 0:
         return written, 0, sums
 
@@ -334,12 +345,12 @@ def _mentions(
         sums = [a + b for a, b in zip(sums, _sums(out), strict=True)]
     if out.num_rows:
         writer.write(out.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-        cur.register("rows_", out.select(["author_id", "i"]))
+        cur.register("rows_", out.select(["author_id", "i", "shard_key"]))
         cur.register("found_", found.select(["i", "kept", "n_bad"]))
-        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0 FROM rows_ GROUP BY ALL")
+        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM rows_ GROUP BY ALL")
         cur.execute(
-            "INSERT INTO lin SELECT subject, 0, count(*) FROM ("
-            "SELECT unnest(f.kept) AS subject FROM found_ f SEMI JOIN rows_ r ON r.i = f.i"
-            ") GROUP BY ALL"
+            "INSERT INTO lin SELECT subject, 0, count(*), list(DISTINCT shard_key) FROM ("
+            "SELECT unnest(f.kept) AS subject, r.shard_key FROM found_ f JOIN rows_ r ON r.i = f.i"
+            ") GROUP BY subject"
         )
     return written + out.num_rows, redacted, sums

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-FORMAT = "askfirst-snapshot/1"
+FORMAT = "askfirst-snapshot/2"  # /2: records carry a shard key
 
 
 class LedgerHeadRef(BaseModel):

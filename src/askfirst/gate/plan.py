@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -11,15 +12,34 @@ from askfirst.gate.consent import Consent
 from askfirst.gate.corpus import Corpus
 from askfirst.policy import NEVER_USED
 
-# What a snapshot's data files hold: no author id, nothing else about anyone.
+# What a snapshot's data files hold: no author id, nothing else about anyone. The shard
+# key is a 16-bit bucket of the author (see ``shard_key``): training sharded by
+# ``shard_key % N`` keeps each author's records in one shard, so that unlearning one
+# member retrains one shard (SISA), and a task can name it.
 OUTPUT_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
         ("category", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("text", pa.string()),
+        ("shard_key", pa.int32()),
     ]
 )
+SHARD_KEYS = 65_536
+# The most shard keys lineage lists for one mentioned subject; beyond it, "every shard".
+MAX_MENTION_KEYS = 256
+
+
+def shard_key(author_id: str) -> int:
+    """The author's shard key: the first two bytes of MD5(author id), little-endian
+    (what DuckDB's ``md5_number(author_id) & 65535`` gives)."""
+    return int.from_bytes(hashlib.md5(author_id.encode()).digest()[:2], "little")
+
+
+def shards_of(keys: list[int], shards: int) -> list[int]:
+    """The shards (of ``shards``) that records with these shard keys fall in."""
+    return sorted({k % shards for k in keys})
+
 
 # Every reason a record can be left out for, in the order the gate checks them: a
 # record is counted under the first that applies.
@@ -57,4 +77,4 @@ class Outcome:
     redacted_mentions: int
     digest: list[int]  # four sums of 32-bit slices of each record's MD5
     files: list[str]
-    lineage: pa.Table  # subject_id, author_records, mention_records
+    lineage: pa.Table  # subject_id, author_records, mention_records, mention_keys

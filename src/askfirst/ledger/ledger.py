@@ -227,7 +227,8 @@ class Ledger:
         return Head(seq, digest, at)
 
     def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
-        """Append inside a write transaction the caller holds (``store.write``)."""
+        """Append inside a write transaction the caller holds (``store.write``), and
+        carry any end of use back to the snapshots and models that hold the data."""
         if not batch:
             return []
         h = self.lock_head(conn)
@@ -263,6 +264,10 @@ class Ledger:
         _INSERT_EVENTS.run(conn, rows)
         _MOVE_HEAD.run(conn, [{"s": seq, "h": prev, "t": last_at}])
         projections.apply(conn, chained)
+        # A withdrawal reaches back in the same transaction (DESIGN.md rule 3).
+        from askfirst.propagation import propagate
+
+        propagate(conn, self.policy, chained)
         return chained
 
     def _load_subjects(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
 )
 
@@ -164,6 +165,10 @@ snapshots = Table(
     Column("status", String(16), nullable=False),  # live / stale / retired
     Column("created_at", BigInteger, nullable=False),
     Column("manifest", Text, nullable=False),
+    Column("stale_since", BigInteger),  # when a withdrawal first made it stale
+    Column("rebuilt_from", Integer),  # the snapshot this one was rebuilt from
+    Column("replaced_by", Integer),  # the snapshot rebuilt from this one
+    Column("retired_at", BigInteger),  # when its data files were deleted
 )
 Index("ix_snapshots_snapshot_id", snapshots.c.snapshot_id)
 Index("ix_snapshots_purpose_status", snapshots.c.purpose, snapshots.c.status)
@@ -177,5 +182,101 @@ lineage = Table(
     Column("subject_id", String(255), primary_key=True),
     Column("author_records", BigInteger, nullable=False),
     Column("mention_records", BigInteger, nullable=False),
+    # The shard keys of the records that kept a mention of the subject (a JSON array), so
+    # that a task can name the shards that hold it; NULL when there are too many to list.
+    Column("mention_keys", Text),
     sqlite_with_rowid=False,
 )
+
+# A withdrawal (or closure, death, ...) that reached a snapshot holding the subject's data.
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("snapshot", Integer, primary_key=True, autoincrement=False),
+    Column("subject_id", String(255), primary_key=True),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+Index("ix_withdrawals_subject", withdrawals.c.subject_id)
+
+# ---- the model registry and its retraining / unlearning tasks -----------------------------
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("owner", String(255)),
+    Column("shards", Integer),  # records sharded by shard_key % shards (SISA); NULL: none
+    Column("registered_by", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("name", "version", name="uq_models_name_version"),
+)
+
+model_snapshots = Table(
+    "model_snapshots",
+    metadata,
+    Column("model", Integer, primary_key=True, autoincrement=False),
+    Column("snapshot", Integer, primary_key=True, autoincrement=False),
+)
+Index("ix_model_snapshots_snapshot", model_snapshots.c.snapshot)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", Integer, nullable=False),
+    Column("snapshot", Integer, nullable=False),
+    Column("subject_id", String(255), nullable=False),
+    Column("role", String(16), nullable=False),  # author / mention / author+mention
+    Column("shards", Text),  # a JSON array of shard numbers; NULL: every shard
+    Column("event_seq", BigInteger, nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),  # open / closed
+    Column("closed_at", BigInteger),
+    Column("closed_by", String(255)),
+    Column("closed_with_model", Integer),
+    Column("note", Text),
+)
+Index("ix_tasks_status_opened", tasks.c.status, tasks.c.opened_at)
+Index("ix_tasks_subject", tasks.c.subject_id)
+Index("ix_tasks_model", tasks.c.model)
+
+# ---- research partners: who received which snapshot, and the notices owed to them ---------
+
+recipients = Table(
+    "recipients",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(128), nullable=False),  # signs the webhooks (HMAC-SHA256)
+    Column("created_at", BigInteger, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("snapshot", Integer, primary_key=True, autoincrement=False),
+    Column("recipient", Integer, primary_key=True, autoincrement=False),
+    Column("delivered_at", BigInteger, nullable=False),
+    Column("recorded_by", String(255), nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("recipient", Integer, nullable=False),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger),
+    Column("last_error", Text),
+)
+Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
