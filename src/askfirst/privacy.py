@@ -34,14 +34,14 @@ CATEGORY_WORDS = {
 SAID = {"grant": "You said yes", "withdraw": "You said no", "object": "You objected"}
 
 
-def _day(us: int) -> str:
+def day(us: int) -> str:
     dt = times.from_micros(us)
     return f"{dt.day} {dt:%b %Y}"
 
 
 def in_words(d: Decision, event: Event | None) -> str:
     """The member's state for one purpose, as a sentence they can act on."""
-    when = f" on {_day(event.recorded_at)}" if event else ""
+    when = f" on {day(event.recorded_at)}" if event else ""
     words = {
         Reason.GRANTED: f"Used: you said yes{when}.",
         Reason.WITHDRAWN: f"Not used: you said no{when}.",

@@ -135,6 +135,7 @@ def build(
             corpus=str(found.path.resolve()),
             input_records=outcome.input_records,
             output_records=outcome.output_records,
+            output_by_category=dict(sorted(outcome.by_category.items())),
             excluded=excluded,
             redacted_mentions=outcome.redacted_mentions,
             subjects_as_author=_count(lin, "author_records"),

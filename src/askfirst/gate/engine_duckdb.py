@@ -101,8 +101,11 @@ class _Writer:
         self._rows = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="askfirst-writer")
         self._pending: deque[Future[None]] = deque()
+        self.categories: Counter[str] = Counter()
 
     def write(self, table: pa.Table) -> None:
+        for item in pc.value_counts(table.column("category")).to_pylist():
+            self.categories[item["values"]] += item["counts"]
         while len(self._pending) >= 2:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._write, table))
@@ -229,6 +232,7 @@ def _run(
         digest=digest,
         files=writer.files,
         lineage=lineage,
+        by_category=dict(writer.categories),
     )
 
 

@@ -42,6 +42,7 @@ class SnapshotManifest(BaseModel):
     corpus: str
     input_records: int
     output_records: int
+    output_by_category: dict[str, int] = {}
     excluded: dict[str, int]
     redacted_mentions: int
     subjects_as_author: int

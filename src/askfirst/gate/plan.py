@@ -78,3 +78,4 @@ class Outcome:
     digest: list[int]  # four sums of 32-bit slices of each record's MD5
     files: list[str]
     lineage: pa.Table  # subject_id, author_records, mention_records, mention_keys
+    by_category: dict[str, int]  # records written, by category

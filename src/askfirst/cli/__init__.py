@@ -720,6 +720,10 @@ def lineage_subject(
     out.print(table)
 
 
+# The commands of withdrawals that reach back: models, tasks, rebuilds, partners, reports.
+from askfirst.cli import training as _training  # noqa: E402, F401  (registers them)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,343 @@
+"""Research partners: who received which snapshot, and the notices askfirst owes them.
+
+A partner is registered with the URL of its webhook and gets a signing secret once. When
+a snapshot is handed to a partner, the delivery is recorded; from then on, a withdrawal
+that reaches that snapshot queues a notice for the partner in the ``outbox`` table, in
+the withdrawal's own transaction (``askfirst.propagation``). GDPR Art. 19.
+
+Notices are sent by ``deliver_due`` / ``run_outbox`` (``askfirst outbox run``, and a
+thread of ``askfirst serve``): a signed POST (Standard Webhooks: ``webhook-id``,
+``webhook-timestamp``, ``webhook-signature``), with an ``Idempotency-Key`` that is the
+same every time the same notice is sent. A notice the partner does not acknowledge with a
+2xx is tried again with exponential backoff, for as long as it takes: nothing is lost
+while a partner is down, and a partner may see a notice twice, always with the same key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from askfirst import lineage, times
+from askfirst.errors import InputError
+from askfirst.ledger import store
+from askfirst.ledger.ledger import Ledger
+from askfirst.ledger.tables import deliveries, outbox, recipients
+
+SECRET_PREFIX = "whsec_"
+LEASE_US = 60 * times.MICROS  # a claimed notice is not tried by another worker meanwhile
+MAX_DELAY_S = 3600.0
+
+
+# ---- partners and what they received ---------------------------------------------------
+
+
+def _check_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise InputError(f"webhook URL {url!r} is not a URL") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InputError(f"webhook URL {url!r}: give an http:// or https:// URL")
+    return str(parsed)
+
+
+def add_recipient(ledger: Ledger, name: str, url: str) -> tuple[dict[str, Any], str]:
+    """Register a partner; returns it and its signing secret (shown this once)."""
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise InputError("give the partner a name (at most 255 characters)")
+    url = _check_url(url)
+    secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+    try:
+        with store.write(ledger.engine) as conn:
+            conn.execute(
+                insert(recipients).values(
+                    name=name, url=url, secret=secret, created_at=times.to_micros(times.now())
+                )
+            )
+    except IntegrityError:
+        raise InputError(f"a partner named {name!r} is already registered") from None
+    return {"name": name, "url": url}, secret
+
+
+def list_recipients(ledger: Ledger) -> list[dict[str, Any]]:
+    """Every partner, with the snapshots it received and the notices owed or sent."""
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(select(recipients).order_by(recipients.c.name)).all()
+        out = []
+        for r in rows:
+            received = conn.execute(
+                select(func.count()).select_from(deliveries).where(deliveries.c.recipient == r.id)
+            ).scalar()
+            pending = conn.execute(
+                select(func.count())
+                .select_from(outbox)
+                .where(outbox.c.recipient == r.id, outbox.c.delivered_at.is_(None))
+            ).scalar()
+            out.append(
+                {
+                    "name": r.name,
+                    "url": r.url,
+                    "registered_at": times.iso(r.created_at),
+                    "snapshots_received": received,
+                    "notices_pending": pending,
+                }
+            )
+    return out
+
+
+def record_delivery(
+    ledger: Ledger, snapshot_id: str, recipient: str, *, actor: str = "system"
+) -> dict[str, Any]:
+    """Record that ``recipient`` was given snapshot ``snapshot_id`` (every live copy)."""
+    with store.write(ledger.engine) as conn:
+        rid = conn.execute(select(recipients.c.id).where(recipients.c.name == recipient)).scalar()
+        if rid is None:
+            raise InputError(f"no partner {recipient!r}; add it with 'askfirst recipient add'")
+        rows = lineage.resolve(conn, snapshot_id)
+        live = [r for r in rows if r.status == "live"]
+        if not live:
+            raise InputError(
+                f"snapshot {rows[0].snapshot_id[:16]} is {rows[-1].status}: it holds data that "
+                "may no longer be used, so it cannot be given to anyone; rebuild it first"
+            )
+        now = times.to_micros(times.now())
+        for r in live:
+            exists = conn.execute(
+                select(deliveries.c.snapshot).where(
+                    deliveries.c.snapshot == r.id, deliveries.c.recipient == rid
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    insert(deliveries).values(
+                        snapshot=r.id, recipient=rid, delivered_at=now, recorded_by=actor
+                    )
+                )
+    return {"snapshot_id": live[0].snapshot_id, "recipient": recipient, "delivered_at": now}
+
+
+# ---- signing ------------------------------------------------------------------------------
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header (Standard Webhooks, ``v1``: HMAC-SHA256)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify_signature(
+    secret: str, headers: dict[str, str], body: bytes, *, tolerance_s: int = 300
+) -> bool:
+    """What a partner runs on a notice: is it from askfirst, and recent?"""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        msg_id = lower["webhook-id"]
+        timestamp = int(lower["webhook-timestamp"])
+        given = lower["webhook-signature"].split()
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - timestamp) > tolerance_s:
+        return False
+    want = sign(secret, msg_id, timestamp, body)
+    return any(hmac.compare_digest(want, g) for g in given)
+
+
+# ---- sending ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    """What one pass over the outbox did."""
+
+    delivered: int = 0
+    failed: int = 0
+    pending: int = 0  # still owed after this pass
+    next_due_in_s: float | None = None  # when the next one is due, if any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "pending": self.pending,
+            "next_due_in_s": self.next_due_in_s,
+        }
+
+
+def backoff_s(attempts: int, base_s: float) -> float:
+    """The wait before the next try after ``attempts`` failures: doubling, capped at an
+    hour, with +-20% jitter so that partners coming back up are not hit all at once."""
+    delay: float = min(base_s * 2 ** max(attempts - 1, 0), MAX_DELAY_S)
+    return delay * random.uniform(0.8, 1.2)
+
+
+def _claim(ledger: Ledger, limit: int) -> list[Any]:
+    now = times.to_micros(times.now())
+    claimed = []
+    with store.write(ledger.engine) as conn:
+        due = conn.execute(
+            select(outbox, recipients.c.url, recipients.c.secret)
+            .join(recipients, recipients.c.id == outbox.c.recipient)
+            .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+        ).all()
+        for row in due:
+            got = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.next_attempt_at == row.next_attempt_at,
+                    outbox.c.delivered_at.is_(None),
+                )
+                .values(next_attempt_at=now + LEASE_US)
+            )
+            if got.rowcount == 1:
+                claimed.append(row)
+    return claimed
+
+
+def _send(client: httpx.Client, row: Any) -> str | None:
+    """POST one notice; None when the partner took it, else what went wrong."""
+    body = row.payload.encode()
+    ts = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": row.idempotency_key,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(row.secret, row.idempotency_key, ts, body),
+        "idempotency-key": row.idempotency_key,
+        "user-agent": "askfirst-notices/1",
+    }
+    try:
+        response = client.post(row.url, content=body, headers=headers)
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"[:500]
+    if 200 <= response.status_code < 300:
+        return None
+    return f"HTTP {response.status_code}"
+
+
+def deliver_due(
+    ledger: Ledger,
+    *,
+    client: httpx.Client | None = None,
+    limit: int = 100,
+    base_delay_s: float = 1.0,
+) -> Sent:
+    """Send the notices that are due, once each; schedule a retry for each failure."""
+    own = client is None
+    http = client or httpx.Client(timeout=10.0)
+    done = Sent()
+    try:
+        for row in _claim(ledger, limit):
+            problem = _send(http, row)
+            now = times.to_micros(times.now())
+            with store.write(ledger.engine) as conn:
+                if problem is None:
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id == row.id)
+                        .values(delivered_at=now, attempts=row.attempts + 1, last_error=None)
+                    )
+                    done.delivered += 1
+                else:
+                    wait = backoff_s(row.attempts + 1, base_delay_s)
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id == row.id)
+                        .values(
+                            attempts=row.attempts + 1,
+                            next_attempt_at=now + int(wait * times.MICROS),
+                            last_error=problem,
+                        )
+                    )
+                    done.failed += 1
+    finally:
+        if own:
+            http.close()
+    with ledger.engine.connect() as conn:
+        done.pending, first = conn.execute(
+            select(func.count(), func.min(outbox.c.next_attempt_at)).where(
+                outbox.c.delivered_at.is_(None)
+            )
+        ).one()
+    if first is not None:
+        done.next_due_in_s = max(0.0, (first - times.to_micros(times.now())) / times.MICROS)
+    return done
+
+
+def run_outbox(
+    ledger: Ledger,
+    *,
+    until_empty: bool = False,
+    max_seconds: float | None = None,
+    base_delay_s: float = 1.0,
+    poll_s: float = 5.0,
+) -> Sent:
+    """Keep sending: until nothing is owed (``until_empty``), or ``max_seconds`` pass,
+    or for ever. Returns the totals."""
+    total = Sent()
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    with httpx.Client(timeout=10.0) as client:
+        while True:
+            sent = deliver_due(ledger, client=client, base_delay_s=base_delay_s)
+            total.delivered += sent.delivered
+            total.failed += sent.failed
+            total.pending, total.next_due_in_s = sent.pending, sent.next_due_in_s
+            if until_empty and sent.pending == 0:
+                return total
+            wait = poll_s if sent.next_due_in_s is None else min(poll_s, sent.next_due_in_s)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return total
+                wait = min(wait, left)
+            if (sent.delivered or sent.failed) and wait <= 0:
+                continue  # more are due at once
+            time.sleep(max(wait, 0.01))
+
+
+def list_outbox(ledger: Ledger, *, pending_only: bool = False) -> list[dict[str, Any]]:
+    """The notices, newest first: to whom, what, tries, and whether delivered."""
+    q = (
+        select(outbox, recipients.c.name)
+        .join(recipients, recipients.c.id == outbox.c.recipient)
+        .order_by(outbox.c.id.desc())
+    )
+    if pending_only:
+        q = q.where(outbox.c.delivered_at.is_(None))
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return [
+        {
+            "id": r.id,
+            "recipient": r.name,
+            "idempotency_key": r.idempotency_key,
+            "kind": r.kind,
+            "payload": json.loads(r.payload),
+            "created_at": times.iso(r.created_at),
+            "attempts": r.attempts,
+            "next_attempt_at": times.iso(r.next_attempt_at) if r.delivered_at is None else None,
+            "delivered_at": times.iso(r.delivered_at) if r.delivered_at is not None else None,
+            "last_error": r.last_error,
+        }
+        for r in rows
+    ]

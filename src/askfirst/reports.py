@@ -1,0 +1,319 @@
+"""Reports: the public summary of a model's training content, and a subject's access report.
+
+``training_content`` follows the structure of the European Commission's template for the
+public summary of training content (EU AI Act Art. 53(1)(d)): 1. general information,
+2. list of data sources, 3. data processing aspects. askfirst fills in what its registry
+knows — the snapshots a model version was trained on, their categories and counts, how
+members' choices and opt-outs were honoured, what was left out and why, and where the
+people whose data was used live — and says plainly which sections the provider must
+complete from elsewhere.
+
+``subject_report`` is everything askfirst holds about one subject (GDPR Art. 15).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import func, select
+
+from askfirst import lineage, privacy, times
+from askfirst.data_in_ai import data_in_ai
+from askfirst.errors import InputError
+from askfirst.ledger.ledger import Ledger
+from askfirst.ledger.tables import (
+    accounts,
+    api_tokens,
+    content,
+    model_snapshots,
+    models,
+    snapshots,
+    subject_state,
+)
+from askfirst.ledger.tables import lineage as lineage_t
+from askfirst.models import list_tasks
+from askfirst.policy import NEVER_USED
+
+TEMPLATE = "EU AI Act Art. 53(1)(d): template for the public summary of training content"
+NOT_HELD = "Not recorded in askfirst: the provider completes this section."
+
+
+def _model_row(conn: Any, name: str, version: str) -> Any:
+    row = conn.execute(
+        select(models).where(models.c.name == name, models.c.version == version)
+    ).first()
+    if row is None:
+        raise InputError(f"no model {name} version {version}; 'askfirst model list' shows them")
+    return row
+
+
+def training_content(ledger: Ledger, name: str, version: str) -> dict[str, Any]:
+    """The public summary of what model ``name`` ``version`` was trained on, as data."""
+    with ledger.engine.connect() as conn:
+        model = _model_row(conn, name, version)
+        snaps = conn.execute(
+            select(snapshots)
+            .join(model_snapshots, model_snapshots.c.snapshot == snapshots.c.id)
+            .where(model_snapshots.c.model == model.id)
+            .order_by(snapshots.c.id)
+        ).all()
+        numbers = [s.id for s in snaps]
+        places = conn.execute(
+            select(subject_state.c.jurisdiction, func.count(func.distinct(lineage_t.c.subject_id)))
+            .join(subject_state, subject_state.c.subject_id == lineage_t.c.subject_id)
+            .where(lineage_t.c.snapshot.in_(numbers), lineage_t.c.author_records > 0)
+            .group_by(subject_state.c.jurisdiction)
+        ).all()
+    manifests = [json.loads(s.manifest) for s in snaps]
+    by_category: Counter[str] = Counter()
+    excluded: Counter[str] = Counter()
+    for m in manifests:
+        by_category.update(m.get("output_by_category", {}))
+        excluded.update({k: v for k, v in m["excluded"].items() if v})
+    purposes = sorted({s.purpose for s in snaps})
+    jurisdictions = sorted(
+        (
+            {
+                "jurisdiction": j or "unknown",
+                "regime": str(ledger.policy.regime(j)),
+                "authors": n,
+            }
+            for j, n in places
+        ),
+        key=lambda r: (-int(r["authors"]), str(r["jurisdiction"])),
+    )
+    tasks = list_tasks(ledger, status=None, model=name)
+    mine = [t for t in tasks if t["model"]["version"] == version]
+    return {
+        "template": TEMPLATE,
+        "generated_at": times.iso(times.now()),
+        "general_information": {
+            "provider": model.owner,
+            "model": {"name": model.name, "version": model.version},
+            "registered_at": times.iso(model.created_at),
+            "modalities": ["text"],
+            "training_data_size": {
+                "records": sum(m["output_records"] for m in manifests),
+                "snapshots": len(manifests),
+            },
+            "latest_data_as_of": max((m["as_of"] for m in manifests), default=None),
+        },
+        "data_sources": {
+            "publicly_available_datasets": NOT_HELD,
+            "private_datasets_from_third_parties": NOT_HELD,
+            "crawled_and_scraped_data": NOT_HELD,
+            "user_data": [
+                {
+                    "snapshot_id": m["snapshot_id"],
+                    "purpose": m["purpose"],
+                    "purpose_title": _title(ledger, m["purpose"]),
+                    "as_of": m["as_of"],
+                    "records": m["output_records"],
+                    "records_by_category": m.get("output_by_category", {}),
+                    "authors": m["subjects_as_author"],
+                    "people_mentioned_and_kept": m["subjects_as_mention"],
+                    "status": s.status,
+                }
+                for s, m in zip(snaps, manifests, strict=True)
+            ],
+            "records_by_category": dict(sorted(by_category.items())),
+            "synthetic_data": NOT_HELD,
+            "other_sources": NOT_HELD,
+        },
+        "data_processing": {
+            "choices_and_opt_outs": [_honoured(ledger, p) for p in purposes],
+            "excluded_records_by_reason": dict(sorted(excluded.items())),
+            "mentions_redacted": sum(m["redacted_mentions"] for m in manifests),
+            "on_mention": sorted({m["on_mention"] for m in manifests}),
+            "never_used_categories": sorted(NEVER_USED),
+            "jurisdictions": jurisdictions,
+            "withdrawals_after_training": {
+                "tasks_open": sum(1 for t in mine if t["status"] == "open"),
+                "tasks_closed": sum(1 for t in mine if t["status"] == "closed"),
+            },
+            "removal_of_illegal_content": NOT_HELD,
+        },
+    }
+
+
+def _title(ledger: Ledger, purpose: str) -> str:
+    p = ledger.policy.purposes.get(purpose)
+    return p.title if p else purpose
+
+
+def _honoured(ledger: Ledger, purpose: str) -> dict[str, Any]:
+    p = ledger.policy.purposes.get(purpose)
+    if p is None:
+        return {"purpose": purpose, "note": "no longer in the policy"}
+    return {
+        "purpose": p.name,
+        "title": p.title,
+        "legal_basis": p.legal_basis,
+        "default": p.default,
+        "consent_needed_where": "opt-in jurisdictions (the EEA, the UK, Switzerland, and "
+        "anywhere not known): only members who said yes",
+        "notice_before_any_default_days": p.grace_days,
+        "global_privacy_control_honoured": p.honours_gpc,
+        "withdrawals_reach_back": p.reaches_back,
+        "categories_used": list(p.categories),
+        "never_used": "private messages, security and payment data, and anything by a minor",
+        "other_peoples_data": "mentions of people who did not say yes are redacted "
+        "(by mention id, @handle and known name)",
+        "crawler_signals": "public pages of members who said no carry X-Robots-Tag: noai, "
+        "tdm-reservation: 1 and Content-Usage: train-ai=n",
+    }
+
+
+def training_content_markdown(report: dict[str, Any]) -> str:
+    """The same summary as a Markdown page."""
+    g, d, p = report["general_information"], report["data_sources"], report["data_processing"]
+    lines = [
+        f"# Public summary of training content: {g['model']['name']} {g['model']['version']}",
+        "",
+        f"_{report['template']}. Generated by askfirst on {report['generated_at']}._",
+        "",
+        "## 1. General information",
+        "",
+        f"- Provider: {g['provider'] or 'not recorded'}",
+        f"- Model: {g['model']['name']}, version {g['model']['version']} "
+        f"(registered {g['registered_at']})",
+        f"- Modalities: {', '.join(g['modalities'])}",
+        f"- Training data: {g['training_data_size']['records']:,} records in "
+        f"{g['training_data_size']['snapshots']} snapshot(s)",
+        f"- Latest data as of: {g['latest_data_as_of'] or 'none'}",
+        "",
+        "## 2. List of data sources",
+        "",
+        f"### 2.1 Publicly available datasets\n\n{d['publicly_available_datasets']}",
+        "",
+        f"### 2.2 Private datasets from third parties\n\n"
+        f"{d['private_datasets_from_third_parties']}",
+        "",
+        f"### 2.3 Data crawled and scraped from online sources\n\n{d['crawled_and_scraped_data']}",
+        "",
+        "### 2.4 User data: content of the platform's members, used with their say-so",
+        "",
+        "| snapshot | purpose | as of | records | authors | people mentioned | status |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for u in d["user_data"]:
+        lines.append(
+            f"| {u['snapshot_id'][:16]} | {u['purpose']} | {u['as_of']} | {u['records']:,} "
+            f"| {u['authors']:,} | {u['people_mentioned_and_kept']:,} | {u['status']} |"
+        )
+    lines += ["", "Records by category:", ""]
+    lines += [f"- {c}: {n:,}" for c, n in d["records_by_category"].items()] or ["- none"]
+    lines += [
+        "",
+        f"### 2.5 Synthetic data\n\n{d['synthetic_data']}",
+        "",
+        f"### 2.6 Other sources\n\n{d['other_sources']}",
+        "",
+        "## 3. Data processing aspects",
+        "",
+        "### 3.1 How members' choices and opt-outs were honoured",
+        "",
+    ]
+    for h in p["choices_and_opt_outs"]:
+        lines += [
+            f"**{h.get('title', h['purpose'])}** (`{h['purpose']}`)",
+            "",
+            f"- Default: {h.get('default')}; consent needed in "
+            f"{h.get('consent_needed_where', 'n/a')}",
+            f"- Notice at least {h.get('notice_before_any_default_days')} days before any default",
+            f"- Global Privacy Control honoured: {h.get('global_privacy_control_honoured')}; "
+            f"withdrawals reach back to built snapshots and models: "
+            f"{h.get('withdrawals_reach_back')}",
+            f"- Never used: {h.get('never_used')}",
+            f"- Other people's data: {h.get('other_peoples_data')}",
+            f"- Crawler signals: {h.get('crawler_signals')}",
+            "",
+        ]
+    lines += ["Records left out, by reason:", ""]
+    lines += [f"- {r}: {n:,}" for r, n in p["excluded_records_by_reason"].items()] or ["- none"]
+    lines += [
+        "",
+        f"Mentions redacted: {p['mentions_redacted']:,}.",
+        "",
+        "Jurisdictions of the authors whose content was used:",
+        "",
+    ]
+    lines += [
+        f"- {j['jurisdiction']} ({j['regime']}): {j['authors']:,}" for j in p["jurisdictions"]
+    ] or ["- none"]
+    w = p["withdrawals_after_training"]
+    lines += [
+        "",
+        f"Withdrawals after training: {w['tasks_open']} retraining/unlearning task(s) open, "
+        f"{w['tasks_closed']} closed.",
+        "",
+        f"### 3.2 Removal of illegal content\n\n{p['removal_of_illegal_content']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def subject_report(ledger: Ledger, subject: str) -> dict[str, Any]:
+    """Everything askfirst holds about ``subject`` (a GDPR access request), JSON-ready."""
+    who = privacy.profile(ledger, subject)
+    events = ledger.subject_events(subject)
+    with ledger.engine.connect() as conn:
+        account_rows = conn.execute(
+            select(accounts.c.username, accounts.c.kind, accounts.c.created_at).where(
+                accounts.c.subject_id == subject
+            )
+        ).all()
+        token_rows = conn.execute(
+            select(
+                api_tokens.c.name,
+                api_tokens.c.scopes,
+                api_tokens.c.created_at,
+                api_tokens.c.revoked_at,
+            ).where(api_tokens.c.subject_id == subject)
+        ).all()
+        records = conn.execute(
+            select(content.c.record_id, content.c.category, content.c.created_at, content.c.public)
+            .where(content.c.author_id == subject)
+            .order_by(content.c.created_at)
+        ).all()
+    return {
+        "format": "askfirst-subject-report/1",
+        "generated_at": times.iso(times.now()),
+        "subject": {
+            "id": who.subject,
+            "kind": who.kind,
+            "handle": who.handle,
+            "names": who.names,
+            "jurisdiction": who.jurisdiction,
+            "status": who.status,
+        },
+        "settings": privacy.overview(ledger, subject),
+        "ledger_events": [e.to_json() for e in events],
+        "data_in_ai": data_in_ai(ledger, subject),
+        "snapshots": lineage.snapshots_of(ledger, subject),
+        "tasks": list_tasks(ledger, status=None, subject=subject),
+        "accounts": [
+            {"username": a.username, "kind": a.kind, "created_at": times.iso(a.created_at)}
+            for a in account_rows
+        ],
+        "api_tokens": [
+            {
+                "name": t.name,
+                "scopes": t.scopes,
+                "created_at": times.iso(t.created_at),
+                "revoked_at": times.iso(t.revoked_at) if t.revoked_at else None,
+            }
+            for t in token_rows
+        ],
+        "content_records": [
+            {
+                "record_id": r.record_id,
+                "category": r.category,
+                "created_at": times.iso(r.created_at),
+                "public": bool(r.public),
+            }
+            for r in records
+        ],
+    }
