@@ -23,11 +23,12 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import insert
 
-from askfirst import accounts, times
+from askfirst import accounts, privacy, times
 from askfirst.decisions import EXPLAIN, Reason, decide_many
 from askfirst.ledger import Ledger, NewEvent, SubjectIn
 from askfirst.ledger.events import authority_value
 from askfirst.ledger.tables import content
+from askfirst.models import list_tasks
 from askfirst.policy import load_policy
 
 SEED = 20261129
@@ -88,6 +89,7 @@ class Demo:
     sample_members: list[str]
 
 
+MODEL = ("demo-writer", "2026.1")
 SAMPLES = {
     0: ("anna.keller", "Anna Keller"),
     100: ("jo.rivera", "Jo Rivera"),
@@ -316,6 +318,44 @@ def _populate(ledger: Ledger, folder: Path, staff_file: Path) -> None:
     staff_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     staff_file.write_text(staff_password + "\n")
     staff_file.chmod(0o600)
+    _train(ledger, folder, members)
+
+
+def _train(ledger: Ledger, folder: Path, members: list[SubjectIn]) -> None:
+    """A snapshot for genai-training, a model trained on it, and then one member in it
+    who says no: the snapshot goes stale and the model gets a retraining task."""
+    from askfirst.gate import build_snapshot
+    from askfirst.lineage import snapshots_of
+    from askfirst.models import register_model
+
+    (folder / "snapshots").mkdir(exist_ok=True)
+    manifest = build_snapshot(
+        ledger, PURPOSES[0], folder / "corpus", folder / "snapshots" / "genai-training-1"
+    )
+    register_model(
+        ledger,
+        MODEL[0],
+        MODEL[1],
+        [manifest.snapshot_id],
+        owner="ml-team@example.com",
+        shards=8,
+        actor="staff:demo",
+    )
+    samples = {members[i].id for i in SAMPLES}
+    for m in members:
+        held = snapshots_of(ledger, m.id)
+        if m.id not in samples and held and held[0]["author_records"]:
+            ledger.append(
+                NewEvent(
+                    type="choice",
+                    subject=m.id,
+                    actor=m.id,
+                    source="demo",
+                    purpose=PURPOSES[0],
+                    value="withdraw",
+                )
+            )
+            return
 
 
 def summary(demo: Demo, out: Console, base_url: str) -> None:
@@ -332,6 +372,8 @@ def summary(demo: Demo, out: Console, base_url: str) -> None:
             allowed = reason in ("granted", "default-after-notice")
             table.add_row(reason, str(n), "yes" if allowed else "no", EXPLAIN[Reason(reason)])
         head = ledger.head()
+        open_tasks = list_tasks(ledger, status="open")
+        withdrew = privacy.profile(ledger, open_tasks[0]["subject"]).handle if open_tasks else None
     out.print(
         f"[bold]askfirst demo[/] in {demo.folder} — {len(decisions)} subjects, ledger "
         f"head {head.seq} {head.hash[:16]}…"
@@ -346,6 +388,13 @@ def summary(demo: Demo, out: Console, base_url: str) -> None:
         f"Robotics page.\n"
         f"Staff console: sign in as [bold]{STAFF_USER}[/] with password "
         f"[bold]{demo.staff_password}[/] (kept in {demo.key_dir / 'staff-password.txt'}).\n"
-        f"The corpus for the gate is in {demo.folder / 'corpus'}; the API schema at "
+        + (
+            f"Model {MODEL[0]} {MODEL[1]} was trained on a snapshot of the corpus; then "
+            f"[bold]{withdrew}[/] said no, so the snapshot is stale and the model has a "
+            "retraining task: see Settings → Your data in AI as them, and Admin → tasks.\n"
+            if withdrew
+            else ""
+        )
+        + f"The corpus for the gate is in {demo.folder / 'corpus'}; the API schema at "
         f"{base_url}/openapi.json. Press Ctrl+C to stop."
     )

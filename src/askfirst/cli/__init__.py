@@ -6,6 +6,7 @@ Library errors become one line on stderr and a non-zero exit code, never a trace
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import sys
@@ -339,6 +340,7 @@ def _serve(settings: WebSettings, host: str, port: int) -> None:
 
     from askfirst.web import create_app
 
+    settings = dataclasses.replace(settings, send_notices=True)
     uvicorn.run(
         create_app(settings), host=host, port=port, log_level="warning", server_header=False
     )

@@ -7,7 +7,9 @@ and the mapping of library errors to 4xx answers. The member pages live in
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Match, Route
 
 from askfirst.errors import (
     AskfirstError,
@@ -34,6 +37,7 @@ from askfirst.policy import load_policy
 from askfirst.receipts import ReceiptKey
 
 HERE = Path(__file__).parent
+logger = logging.getLogger("askfirst.web")
 SESSION_KEY_FILE = "session.key"
 
 SECURITY_HEADERS = {
@@ -59,6 +63,7 @@ class WebSettings:
     secure_cookies: bool = True
     signin_attempts: int = 5  # failures allowed per client and username ...
     signin_window_s: int = 300  # ... within this many seconds
+    send_notices: bool = False  # send partners' notices from a thread (``askfirst serve``)
 
 
 def session_secret(key_dir: Path) -> str:
@@ -95,7 +100,17 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        sender = None
+        if settings.send_notices:
+            sender = threading.Thread(
+                target=_send_notices, args=(ledger, stop), name="askfirst-notices", daemon=True
+            )
+            sender.start()
         yield
+        stop.set()
+        if sender is not None:
+            sender.join(timeout=15)
         ledger.close()
 
     app = FastAPI(
@@ -145,9 +160,12 @@ def create_app(settings: WebSettings) -> FastAPI:
         location = (exc.headers or {}).get("Location")
         if 300 <= exc.status_code < 400 and location:
             return RedirectResponse(location, status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # name every method of the path, not just one route's
+            headers["Allow"] = ", ".join(_methods_of(request))
         if wants_html(request):
             return error_page(request, exc.status_code, str(exc.detail))
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -160,12 +178,41 @@ def create_app(settings: WebSettings) -> FastAPI:
             return error_page(request, 422, message)
         return JSONResponse({"error": message, "details": errors}, status_code=422)
 
-    from askfirst.web import api, pages
+    from askfirst.web import api, pages, training_api
 
     app.include_router(api.router)
+    app.include_router(training_api.router)
+    app.state.routes = [*api.router.routes, *training_api.router.routes, *pages.router.routes]
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
+
+
+def _methods_of(request: Request) -> list[str]:
+    """The methods answered at this request's path: those of every route with the same
+    path template as the first route that matches it (the one Starlette picked)."""
+    routes = [r for r in request.app.state.routes if isinstance(r, Route) and r.methods]
+    for route in routes:
+        for method in route.methods or ():
+            if route.matches({**request.scope, "method": method})[0] == Match.FULL:
+                same = (r for r in routes if r.path == route.path)
+                return sorted({m for r in same for m in r.methods or ()})
+    return []
+
+
+def _send_notices(ledger: Ledger, stop: threading.Event, every_s: float = 5.0) -> None:
+    """Send partners' notices as they fall due, until ``stop`` is set."""
+    from askfirst.recipients import deliver_due
+
+    while not stop.is_set():
+        wait = every_s
+        try:
+            sent = deliver_due(ledger)
+            if sent.next_due_in_s is not None:
+                wait = min(every_s, max(sent.next_due_in_s, 0.05))
+        except Exception:
+            logger.exception("sending partners' notices failed; will try again")
+        stop.wait(wait)
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

@@ -18,8 +18,10 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from askfirst import accounts, privacy, receipts, times
+from askfirst.data_in_ai import data_in_ai
 from askfirst.decisions import choice_counts, decide, decision_counts
 from askfirst.ledger.tables import content
+from askfirst.models import list_tasks
 from askfirst.web.auth import (
     LedgerDep,
     MaybePrincipal,
@@ -179,6 +181,12 @@ def settings_hub(request: Request, principal: MaybePrincipal) -> Response:
                 "url": "/settings/data-privacy",
                 "summary": "How your data is used to train AI and for research, and your choices.",
             },
+            {
+                "title": "Your data in AI",
+                "url": "/settings/your-data-in-ai",
+                "summary": "Which training snapshots and AI models used your data, and what "
+                "happened after you said no.",
+            },
         ],
         "signed_in_as": who.name,
     }
@@ -209,6 +217,18 @@ def data_privacy(
     data["acting_for_other"] = target != who.subject
     data["flash"] = request.session.pop("flash", None)
     return _page("data-privacy", "data_privacy.html")(request, data, who)
+
+
+@router.get("/settings/your-data-in-ai", name="your_data_in_ai")
+@router.get("/settings/your-data-in-ai.json")
+def your_data_in_ai(
+    request: Request, principal: MaybePrincipal, ledger: LedgerDep, subject: str | None = None
+) -> Response:
+    who = _require(principal, request)
+    target = _subject(who, subject)
+    data = data_in_ai(ledger, target)
+    data["acting_for_other"] = target != who.subject
+    return _page("your-data-in-ai", "your_data_in_ai.html")(request, data, who)
 
 
 def _back(subject: str, principal: Principal) -> str:
@@ -368,5 +388,16 @@ def admin_home(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -
         "head": ledger.head().to_json(),
         "choices": choice_counts(ledger),
         "decisions": decision_counts(ledger),
+        "open_tasks": len(list_tasks(ledger, status="open")),
     }
     return _page("admin", "admin.html")(request, data, who)
+
+
+@router.get("/admin/tasks", name="admin_tasks")
+@router.get("/admin/tasks.json")
+def admin_tasks(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
+    who = _require(principal, request)
+    if not who.is_staff:
+        raise HTTPException(403, "the admin area is for staff")
+    data = {"open": list_tasks(ledger, status="open")}
+    return _page("admin-tasks", "admin_tasks.html")(request, data, who)
