@@ -42,6 +42,15 @@ EXPECTED = {
     "snapshots_of",
     "load_policy",
     "parse_policy",
+    # withdrawals that reach back (issue 5)
+    "close_task",
+    "data_in_ai",
+    "list_tasks",
+    "rebuild_snapshot",
+    "rebuild_stale",
+    "register_model",
+    "subject_report",
+    "training_content",
 }
 
 
