@@ -10,6 +10,9 @@ signatures and idempotency keys, and the command line.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 import socket
@@ -302,6 +305,15 @@ def notices(ledger: Ledger, recipient: str | None = None) -> list[dict[str, Any]
     return [n for n in list_outbox(ledger) if recipient is None or n["recipient"] == recipient]
 
 
+def standard_webhooks_signature(secret: str, headers: dict[str, str], body: bytes) -> str:
+    """The signature as any Standard Webhooks partner computes it, independently of
+    askfirst: HMAC-SHA256 keyed by the base64 after ``whsec_``, over id.timestamp.body."""
+    assert secret.startswith("whsec_")
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    mac = hmac.new(base64.b64decode(secret.removeprefix("whsec_")), signed, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
 def check_received(partner: Partner, owed: list[dict[str, Any]]) -> Counter[str]:
     """What holds for every request a partner got: a signed POST of one notice it is owed,
     each copy of a notice the same bytes under the same key. Returns copies per key."""
@@ -314,6 +326,9 @@ def check_received(partner: Partner, owed: list[dict[str, Any]]) -> Counter[str]
         key = r.headers["idempotency-key"]
         assert r.headers["webhook-id"] == key
         assert verify_signature(partner.secret, r.headers, r.body), r.headers
+        assert standard_webhooks_signature(partner.secret, r.headers, r.body) in (
+            r.headers["webhook-signature"].split()
+        )
         assert key in by_key, f"{partner.name} got a notice it is not owed: {key}"
         assert json.loads(r.body) == by_key[key]["payload"]
         assert bodies.setdefault(key, r.body) == r.body  # a duplicate is the same notice

@@ -32,9 +32,9 @@ from askfirst.cli import app
 from askfirst.data_in_ai import data_in_ai
 from askfirst.gate.plan import shard_key
 from askfirst.gate.rebuild import rebuild_snapshot, rebuild_stale
+from askfirst.ledger import store
 from askfirst.lineage import list_snapshots
 from askfirst.models import close_task, list_tasks, register_model
-from askfirst.reports import subject_report, training_content
 
 GENAI = "genai-training"
 RESEARCH = "third-party-research"
@@ -453,6 +453,42 @@ def test_the_task_closes_only_when_a_new_version_is_trained_on_the_rebuilt_snaps
     assert done["new"][:16] in task["note"]
 
 
+def test_a_task_closes_through_a_chain_of_rebuilds(led: Ledger, corpus: Path, snaps: Path) -> None:
+    first = build_snapshot(led, GENAI, corpus, snaps / "s1").snapshot_id
+    register_model(led, "m", "1", [first], shards=SHARDS)
+    led.append(choice("bob", "withdraw"))
+    (second,) = rebuild_snapshot(led, first)
+    register_model(led, "m", "2", [second.new.snapshot_id], shards=SHARDS)  # settles bob
+    led.append(choice("cal", "withdraw"))
+    (third,) = rebuild_snapshot(led, second.new.snapshot_id)
+    assert [(t["subject"], t["model"]["version"]) for t in list_tasks(led)] == [("cal", "2")]
+
+    m3 = register_model(led, "m", "3", [third.new.snapshot_id], shards=SHARDS)
+
+    assert m3["tasks_closed_now"] == 1
+    assert list_tasks(led) == []
+    assert [(t["subject"], t["note"].split(" on ")[0]) for t in list_tasks(led, status=None)] == [
+        ("bob", "retrained as m 2"),
+        ("cal", "retrained as m 3"),
+    ]
+
+
+def test_a_second_end_of_use_by_the_same_subject_opens_no_second_task(
+    led: Ledger, corpus: Path, snaps: Path
+) -> None:
+    sid = build_snapshot(led, GENAI, corpus, snaps / "s1").snapshot_id
+    register_model(led, "m", "1", [sid], shards=SHARDS)
+    led.append(choice("bob", "withdraw"))
+    first = list_tasks(led)
+
+    led.append(gpc("bob"))
+    led.append(status("bob", "closed"))
+
+    assert list_tasks(led) == first
+    (held,) = data_in_ai(led, "bob")["snapshots"]
+    assert held["withdrawn"]["reason"] == "withdrawn"  # the first end of use is the one told
+
+
 # ---- 3: what does not reach a snapshot ---------------------------------------------------------
 
 
@@ -757,9 +793,7 @@ def test_concurrent_withdrawals_each_reach_the_snapshot(
     assert status_of(list_snapshots(led), sid) == "stale"
     tasks = list_tasks(led)
     assert sorted(t["subject"] for t in tasks) == CROWD
-    assert {t["subject"]: t["shards"] for t in tasks} == {
-        w: [shard_key(w) % SHARDS] for w in CROWD
-    }
+    assert {t["subject"]: t["shards"] for t in tasks} == {w: [shard_key(w) % SHARDS] for w in CROWD}
     for w in CROWD:
         (held,) = data_in_ai(led, w)["snapshots"]
         assert held["withdrawn"] is not None and held["withdrawn"]["reason"] == "withdrawn"
@@ -787,6 +821,34 @@ def test_a_withdrawal_made_while_a_snapshot_is_built_reaches_it(
     held = snapshots_of(led, "bob")
     assert held, "bob's records are in the snapshot"
     assert [s["status"] for s in held] != ["live"]
+
+
+def test_a_model_registered_while_a_withdrawal_commits_still_gets_its_task(
+    request: pytest.FixtureRequest, led: Ledger, db_url: str, corpus: Path, snaps: Path
+) -> None:
+    if db_url.startswith("postgresql"):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="BUG: on PostgreSQL register_model does not wait for the ledger's "
+                "head lock; registered while a withdrawal's transaction is open, the model "
+                "sees the snapshot live and the withdrawal sees no model: no task, ever",
+            )
+        )
+    sid = build_snapshot(led, GENAI, corpus, snaps / "s1").snapshot_id
+    registered: list[dict[str, Any]] = []
+    register = threading.Thread(
+        target=lambda: registered.append(register_model(led, "m", "1", [sid], shards=SHARDS))
+    )
+
+    with store.write(led.engine) as conn:  # the withdrawal's transaction, still open
+        led.append_in(conn, [choice("bob", "withdraw")])
+        register.start()
+        register.join(2)  # on SQLite it waits for the commit; it may finish here otherwise
+    register.join()
+
+    assert registered and status_of(list_snapshots(led), sid) == "stale"
+    assert [(t["subject"], t["model"]["name"]) for t in list_tasks(led)] == [("bob", "m")]
 
 
 # ---- 8: reports and "Your data in AI" -----------------------------------------------------------
@@ -853,9 +915,7 @@ def test_report_subject_holds_their_events_snapshots_and_tasks(
 
     report = json.loads(path.read_text())
     assert report["subject"]["id"] == "bob" and report["subject"]["handle"] == "bob.b"
-    choices = [
-        (e["purpose"], e["value"]) for e in report["ledger_events"] if e["type"] == "choice"
-    ]
+    choices = [(e["purpose"], e["value"]) for e in report["ledger_events"] if e["type"] == "choice"]
     assert choices == [(GENAI, "grant"), (RESEARCH, "grant"), (GENAI, "withdraw")]
     assert [(s["snapshot_id"], s["status"]) for s in report["snapshots"]] == [(sid, "stale")]
     (task,) = report["tasks"]
@@ -918,7 +978,11 @@ def test_the_rebuilt_data_has_the_same_columns_and_no_author_ids(
     assert table.schema.names == ["record_id", "category", "created_at", "text", "shard_key"]
     assert table.schema.field("shard_key").type == pa.int32()
     keys = dict(
-        zip(table.column("record_id").to_pylist(), table.column("shard_key").to_pylist(), strict=True)
+        zip(
+            table.column("record_id").to_pylist(),
+            table.column("shard_key").to_pylist(),
+            strict=True,
+        )
     )
     authors = {r["record_id"]: r["author_id"] for r in CORPUS}
     assert keys == {rid: shard_key(authors[rid]) for rid in keys}

@@ -59,6 +59,11 @@ class Purpose(_Strict):
     grace_days: int = Field(default=30, ge=0)
     honours_gpc: bool = True
     reaches_back: bool = True
+    shares_outside: bool = Field(
+        default=False,
+        description="its snapshots may be given to registered outside recipients "
+        "(research partners), who are then told of every withdrawal that reaches them",
+    )
     legal_basis: str = "consent"
     dpv_purpose: str = Field(
         default="dpv:ResearchAndDevelopment",

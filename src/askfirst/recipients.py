@@ -107,6 +107,13 @@ def record_delivery(
         if rid is None:
             raise InputError(f"no partner {recipient!r}; add it with 'askfirst recipient add'")
         rows = lineage.resolve(conn, snapshot_id)
+        purpose = ledger.policy.purposes.get(rows[0].purpose)
+        if purpose is None or not purpose.shares_outside:
+            raise InputError(
+                f"snapshot {rows[0].snapshot_id[:16]} is for {rows[0].purpose!r}, which the "
+                "policy does not share outside the platform (shares_outside); it cannot be "
+                "given to a partner"
+            )
         live = [r for r in rows if r.status == "live"]
         if not live:
             raise InputError(

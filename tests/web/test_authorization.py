@@ -5,9 +5,9 @@ authority. For each endpoint (taken from ``app.openapi()``, so that a new endpoi
 a rule here fails :func:`test_every_openapi_operation_has_an_authorization_rule`), aimed at
 a subject that is not the caller's: anonymous visitors get 401; another member's session
 (with a valid CSRF token, so CSRF is not what stops it), tokens of the wrong scope, and
-staff asking for what staff may not do get 403; never a 2xx or a 5xx, and the ledger
-head does not move. The same requests made by their rightful caller succeed, so a
-refusal is never just a malformed request.
+staff asking for what staff may not do get 403; never a 2xx or a 5xx, and neither the
+ledger head nor the model registry and its tasks move. The same requests made by their
+rightful caller succeed, so a refusal is never just a malformed request.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from fastapi.testclient import TestClient
 
 from askfirst import privacy
 from askfirst.ledger import Ledger
+from askfirst.lineage import list_snapshots
+from askfirst.models import list_models, list_tasks
 
 GENAI, RESEARCH = "genai-training", "third-party-research"
 ANNA, JO, PRIYA, ACME = "m001", "m101", "m171", "org-acme"
@@ -47,6 +49,8 @@ class Target:
     other: str  # a member who may not
     other_subject: str
     receipt_seq: int = 0  # a choice of the subject's, for its receipt
+    snapshot_id: str = ""  # the demo's training snapshot, for registering a model on it
+    task_id: int = 0  # the demo's open retraining task
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,13 @@ def _new_subject(t: Target) -> Call:
         body=[{"id": f"authz-new-{t.subject}", "jurisdiction": "FR"}],
         also_allowed=STAFF_CALLERS,
         rightful=ADMIN_TOKEN,
+    )
+
+
+def _staff_only(method: str, url: str, body: Any = None, params: Any = None) -> Call:
+    """A call for staff alone (a staff session or an admin-scope token), whoever it is about."""
+    return Call(
+        method, url, params=params, body=body, also_allowed=STAFF_CALLERS, rightful=ADMIN_TOKEN
     )
 
 
@@ -130,6 +141,26 @@ RULES: dict[tuple[str, str], Callable[[Target], list[Call]]] = {
     # Anyone holding a receipt may check it; it reveals nothing the receipt does not hold.
     ("POST", "/v1/receipts/verify"): lambda t: [
         Call("POST", "/v1/receipts/verify", body={"not": "a receipt"}, public=True)
+    ],
+    # The model registry and the retraining tasks are staff's, whoever's data they hold.
+    ("GET", "/v1/models"): lambda t: [_staff_only("GET", "/v1/models")],
+    ("POST", "/v1/models"): lambda t: [
+        _staff_only(
+            "POST",
+            "/v1/models",
+            body={"name": f"authz-{t.subject}", "version": "1", "snapshots": [t.snapshot_id]},
+        )
+    ],
+    ("GET", "/v1/tasks"): lambda t: [
+        _staff_only("GET", "/v1/tasks"),
+        _staff_only("GET", "/v1/tasks", params={"status": "all", "subject": t.subject}),
+    ],
+    ("POST", "/v1/tasks/{task_id}/close"): lambda t: [
+        _staff_only("POST", f"/v1/tasks/{t.task_id}/close", body={"note": "handled by hand"})
+    ],
+    # Where a subject's data went in AI: the subject, a page admin for it, and staff.
+    ("GET", "/v1/subjects/{subject_id}/ai"): lambda t: [
+        Call("GET", f"/v1/subjects/{t.subject}/ai", also_allowed=STAFF_CALLERS)
     ],
 }
 
@@ -188,7 +219,17 @@ TARGETS = {
 @pytest.fixture(params=sorted(TARGETS))
 def target(request: pytest.FixtureRequest, app: FastAPI) -> Target:
     t: Target = TARGETS[request.param]
-    return Target(**{**t.__dict__, "receipt_seq": _receipt_seq(app.state.ledger, t)})
+    ledger: Ledger = app.state.ledger
+    (snapshot,) = list_snapshots(ledger, GENAI)  # the demo trains one model on one snapshot
+    (task,) = list_tasks(ledger, status="open")  # and one member in it then says no
+    return Target(
+        **{
+            **t.__dict__,
+            "receipt_seq": _receipt_seq(ledger, t),
+            "snapshot_id": snapshot["snapshot_id"],
+            "task_id": task["id"],
+        }
+    )
 
 
 @pytest.fixture
@@ -234,6 +275,14 @@ def callers(
 # ---- refusals --------------------------------------------------------------------------
 
 
+def _registry(ledger: Ledger) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
+    """The model versions and every task's status: what a model or task call would change."""
+    return (
+        [(m["name"], m["version"]) for m in list_models(ledger)],
+        [(t["id"], t["status"]) for t in list_tasks(ledger, status=None)],
+    )
+
+
 @pytest.mark.parametrize("caller_name", WRONG_CALLERS)
 def test_wrong_callers_are_refused_and_nothing_is_written(
     app: FastAPI, target: Target, callers: Callable[[str], Caller], caller_name: str
@@ -249,6 +298,7 @@ def test_wrong_callers_are_refused_and_nothing_is_written(
                 continue
             tried += 1
             before = ledger.head()
+            registry = _registry(ledger)
             r = caller.send(call)
             expected = 401 if caller_name == ANONYMOUS else 403
             what = f"{call.method} {call.url} {call.params or ''} {call.body or ''}"
@@ -258,6 +308,8 @@ def test_wrong_callers_are_refused_and_nothing_is_written(
                 problems.append(f"{what}: refusal without a JSON error: {r.text[:200]}")
             if ledger.head() != before:
                 problems.append(f"{what}: the ledger head moved from {before.seq}")
+            if _registry(ledger) != registry:
+                problems.append(f"{what}: the model registry or its tasks changed")
     assert tried > 0
     assert not problems, f"{caller_name} on {target.subject}:\n" + "\n".join(problems)
 
@@ -338,6 +390,7 @@ def test_staff_may_read_any_subject(
         f"/v1/subjects/{target.subject}",
         f"/v1/subjects/{target.subject}/events",
         f"/v1/receipts/{target.receipt_seq}",
+        f"/v1/subjects/{target.subject}/ai",
     ):
         r = caller.send(Call("GET", url))
         assert r.status_code == 200, (url, r.text)

@@ -1,0 +1,233 @@
+"""The per-batch step every gate engine shares: find mentions, redact or drop, hash.
+
+Given a batch of records that passed the author and category rules, it finds who each
+record mentions — by the mentions list, by ``@handle`` and by protected names — redacts
+(or drops) the mentions of anyone who did not say yes, writes what is left to a sink, and
+counts lineage. It runs on a DuckDB connection holding the build's ``decisions`` and
+``directory`` tables (see :func:`load_tables`): in the DuckDB engine's own process, and
+on each Spark executor, so that both engines give the same records, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from askfirst.gate.plan import MAX_MENTION_KEYS, OUTPUT_SCHEMA
+from askfirst.gate.redaction import HANDLE_RE, NameFinder, redact
+
+# The row as hashed for the snapshot's content digest.
+ROW_TEXT = "concat_ws(chr(31), record_id, category, epoch_us(created_at), shard_key, text)"
+# Four 32-bit words of the record's MD5 (read as DuckDB's md5_number does).
+DIGEST = ", ".join(f"((md5_ >> {32 * k}) & 4294967295)::BIGINT AS h{k}" for k in range(4))
+
+
+class Sink(Protocol):
+    """Where a batch's output records go."""
+
+    def write(self, table: pa.Table) -> None: ...
+
+
+def load_tables(con: duckdb.DuckDBPyConnection, decisions: pa.Table, directory: pa.Table) -> None:
+    """Create the tables the step reads (decisions, directory) and fills (lin)."""
+    con.register("decisions_", decisions)
+    con.register("directory_", directory)
+    con.execute(
+        "CREATE TABLE decisions AS SELECT *, "
+        "(md5_number(subject) & 65535)::INTEGER AS shard_key FROM decisions_"
+    )
+    con.execute(
+        "CREATE TABLE directory AS SELECT subject, handle, "
+        "from_json(names, '[\"VARCHAR\"]') AS names FROM directory_"
+    )
+    con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT, k INTEGER[])")
+    con.unregister("decisions_")
+    con.unregister("directory_")
+
+
+# For the records that may mention someone: who, and whether each said yes.
+_MENTIONS = f"""
+WITH tok AS (
+  SELECT i, unnest(regexp_extract_all(text, '{HANDLE_RE}', 1)) AS h
+  FROM cand WHERE contains(text, '@')),
+found AS (
+  SELECT i, unnest(mentions) AS subject FROM cand
+  UNION ALL SELECT tok.i, d.subject FROM tok JOIN directory d ON d.handle = lower(tok.h)
+  UNION ALL SELECT i, subject FROM hits),
+m AS (
+  SELECT DISTINCT f.i, f.subject, coalesce(x.allowed, false) AS ok
+  FROM found f JOIN cand c ON c.i = f.i LEFT JOIN decisions x ON x.subject = f.subject
+  WHERE f.subject <> c.author_id)
+SELECT m.i,
+  count(*) FILTER (WHERE NOT m.ok) AS n_bad,
+  coalesce(list(m.subject ORDER BY m.subject) FILTER (WHERE m.ok), []) AS kept,
+  coalesce(list(d.handle) FILTER (WHERE NOT m.ok AND d.handle IS NOT NULL), []) AS bad_handles,
+  coalesce(list(m.subject) FILTER (WHERE NOT m.ok), []) AS bad_subjects,
+  coalesce(flatten(list(d.names) FILTER (WHERE NOT m.ok AND d.names IS NOT NULL)), [])
+    AS bad_names
+FROM m LEFT JOIN directory d ON d.subject = m.subject
+GROUP BY m.i ORDER BY m.i"""
+
+# One row per subject; for a kept mention, the shard keys of the records that hold it.
+LINEAGE_SQL = f"""
+SELECT subject AS subject_id, author_records, mention_records,
+  CASE WHEN mention_records > 0 AND len(keys) <= {MAX_MENTION_KEYS}
+       THEN to_json(keys)::VARCHAR END AS mention_keys
+FROM (
+  SELECT subject, sum(a)::BIGINT AS author_records, sum(m)::BIGINT AS mention_records,
+    list_sort(list_distinct(flatten(list(k) FILTER (WHERE k IS NOT NULL)))) AS keys
+  FROM lin GROUP BY subject)
+ORDER BY subject_id"""
+
+_REHASH = f"""
+SELECT {DIGEST} FROM (SELECT md5_number({ROW_TEXT}) AS md5_ FROM rows_)"""
+
+
+def _sums(table: pa.Table) -> list[int]:
+    return [int(pc.sum(table.column(f"h{k}")).as_py() or 0) for k in range(4)]
+
+
+def process_batch(
+    cur: duckdb.DuckDBPyConnection,
+    on_mention: str,
+    table: pa.Table,
+    finder: NameFinder,
+    sink: Sink,
+    counts: Counter[str],
+) -> tuple[int, int, list[int]]:
+    """Count a batch's records by reason and put the usable ones through the mention
+    step. ``table`` has the columns of the engines' main query (a ``reason`` for every
+    record left out). Returns the records written, mentions redacted and digest sums."""
+    for item in pc.value_counts(table.column("reason")).to_pylist():
+        if item["values"] is not None:
+            counts[item["values"]] += item["counts"]
+    kept = table.filter(pc.is_null(table.column("reason")))
+    return _mentions(cur, on_mention, kept, finder, sink, counts)
+
+
+def _names_uncovered(finder: NameFinder, texts: list[str], rewritten: dict[int, set[str]]) -> int:
+    """Redact protected names that a redaction left standing as whole words (as in
+    "@handleØrsted" once the handle is gone); returns the mentions newly redacted."""
+    added = 0
+    todo = sorted(rewritten)
+    for _ in range(3):
+        if not todo:
+            break
+        rows, subjects = finder.find(pa.array([texts[k] for k in todo], pa.string()))
+        names: dict[int, list[str]] = {}
+        for row, subject in zip(rows, subjects, strict=True):
+            if subject in finder.allowed:
+                continue
+            k = todo[row]
+            names.setdefault(k, []).extend(finder.names_of.get(subject, []))
+            if subject not in rewritten[k]:
+                rewritten[k].add(subject)
+                added += 1
+        again = []
+        for k, wanted in names.items():
+            new = redact(texts[k], [], wanted)
+            if new != texts[k]:
+                texts[k] = new
+                again.append(k)
+        todo = sorted(again)
+    return added
+
+
+def _mentions(
+    cur: duckdb.DuckDBPyConnection,
+    on_mention: str,
+    kept: pa.Table,
+    finder: NameFinder,
+    writer: Sink,
+    counts: Counter[str],
+) -> tuple[int, int, list[int]]:
+    """Look for mentions in this batch's usable records, redact or drop, write them.
+
+    Returns the records written, the mentions redacted and the digest sums.
+    """
+    if kept.num_rows == 0:
+        return 0, 0, [0, 0, 0, 0]
+    kept = kept.append_column("i", pa.array(range(kept.num_rows), pa.int64()))
+    hit_rows, hit_subjects = finder.find(kept.column("text").combine_chunks())
+    may_mention = kept.column("scan")
+    if hit_rows:
+        flagged = pc.or_(may_mention, pc.is_in(kept.column("i"), pa.array(hit_rows, pa.int64())))
+    else:
+        flagged = may_mention
+    flagged = pc.fill_null(flagged, False)
+    if pc.any(flagged).as_py():
+        plain = kept.filter(pc.invert(flagged))
+        cand = kept.filter(flagged)
+    else:
+        plain, cand = kept, kept.slice(0, 0)
+    written = plain.num_rows
+    sums = _sums(plain) if plain.num_rows else [0, 0, 0, 0]
+    if plain.num_rows:
+        writer.write(plain.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+        cur.register("rows_", plain.select(["author_id"]))
+        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM rows_ GROUP BY ALL")
+    if cand.num_rows == 0:
+        return written, 0, sums
+
+    hits = pa.table(
+        {"i": pa.array(hit_rows, pa.int64()), "subject": pa.array(hit_subjects, pa.string())}
+    )
+    cur.register("cand", cand.select(["i", "text", "author_id", "mentions"]))
+    cur.register("hits", hits)
+    found = cur.sql(_MENTIONS).to_arrow_table()
+    texts = cand.column("text").to_pylist()
+    position = {i: k for k, i in enumerate(cand.column("i").to_pylist())}
+    keep_mask = [True] * cand.num_rows
+    redacted = 0
+    changed = False
+    rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
+    for i, bad, handles, names, subjects in zip(
+        found.column("i").to_pylist(),
+        found.column("n_bad").to_pylist(),
+        found.column("bad_handles").to_pylist(),
+        found.column("bad_names").to_pylist(),
+        found.column("bad_subjects").to_pylist(),
+        strict=True,
+    ):
+        if not bad:
+            continue
+        k = position[i]
+        if on_mention == "drop":
+            keep_mask[k] = False
+            counts["mention-not-consented"] += 1
+            continue
+        redacted += bad
+        new = redact(texts[k], handles, names)
+        if new != texts[k]:
+            texts[k] = new
+            changed = True
+            rewritten[k] = set(subjects)
+    redacted += _names_uncovered(finder, texts, rewritten)
+    out = cand
+    if changed:
+        out = out.set_column(
+            out.schema.get_field_index("text"), "text", pa.array(texts, pa.string())
+        )
+    if not all(keep_mask):
+        out = out.filter(pa.array(keep_mask))
+    if changed:
+        cur.register("rows_", out.select(OUTPUT_SCHEMA.names))
+        rehashed = cur.sql(_REHASH).to_arrow_table()
+        sums = [a + b for a, b in zip(sums, _sums(rehashed), strict=True)]
+    else:
+        sums = [a + b for a, b in zip(sums, _sums(out), strict=True)]
+    if out.num_rows:
+        writer.write(out.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+        cur.register("rows_", out.select(["author_id", "i", "shard_key"]))
+        cur.register("found_", found.select(["i", "kept", "n_bad"]))
+        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM rows_ GROUP BY ALL")
+        cur.execute(
+            "INSERT INTO lin SELECT subject, 0, count(*), list(DISTINCT shard_key) FROM ("
+            "SELECT unnest(f.kept) AS subject, r.shard_key FROM found_ f JOIN rows_ r ON r.i = f.i"
+            ") GROUP BY subject"
+        )
+    return written + out.num_rows, redacted, sums
