@@ -635,12 +635,6 @@ def test_a_stale_snapshot_cannot_be_given_to_a_partner(
     assert len(notices(led)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: record_delivery hands any purpose's snapshot to a research partner; "
-    "partners are recipients of third-party-research snapshots only (issue 5), and "
-    "genai-training's policy recipients are 'the platform', 'its affiliates'",
-)
 def test_only_research_snapshots_can_be_given_to_a_research_partner(
     led: Ledger, tmp_path: Path, partners: Partners
 ) -> None:

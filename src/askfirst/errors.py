@@ -10,6 +10,7 @@ Every error says what was wrong and, where it can, what to do about it. The CLI 
      ├── InputError             bad input from a caller (a value, a time, a JSONL line)
      │    ├── UnknownSubject    no subject with that id
      │    ├── UnknownPurpose    the policy has no purpose of that name
+     │    ├── NotFound          no such task (or other record named in a request's path)
      │    └── NotAuthorized     the actor may not act for that subject
      ├── LedgerError            the ledger cannot be used as asked
      │    └── LedgerCorrupt     the ledger failed verification; nothing is decided on it
@@ -52,6 +53,10 @@ class UnknownPurpose(InputError):
     def __init__(self, purpose: str, known: list[str]) -> None:
         super().__init__(f"unknown purpose {purpose!r}; the policy has: {', '.join(known)}")
         self.purpose = purpose
+
+
+class NotFound(InputError):
+    """A record named by its id (in an API path, say) does not exist."""
 
 
 class NotAuthorized(InputError):

@@ -22,8 +22,10 @@ from askfirst import times
 from askfirst.errors import InputError
 from askfirst.gate.manifest import SnapshotManifest
 from askfirst.ledger import store
+from askfirst.ledger.events import Event
 from askfirst.ledger.ledger import Ledger
-from askfirst.ledger.tables import lineage, snapshots
+from askfirst.ledger.tables import events, lineage, snapshots
+from askfirst.propagation import propagate
 
 _COLUMNS = ("subject_id", "author_records", "mention_records", "mention_keys")
 
@@ -98,6 +100,7 @@ def record(
     """
     now = times.to_micros(times.now())
     with store.write(ledger.engine) as conn:
+        head = ledger.lock_head(conn)  # no withdrawal can land until this commits
         number = conn.execute(
             insert(snapshots)
             .values(
@@ -131,6 +134,18 @@ def record(
                 _bulk_postgres(conn, number, rows)
             else:
                 _bulk_sqlite(conn, number, rows)
+        if head.seq > manifest.ledger_head.seq:
+            # Events recorded while the build ran: a withdrawal among them reaches the
+            # new snapshot at once, as it would any other.
+            since = [
+                Event(*row)
+                for row in conn.execute(
+                    select(*events.c)
+                    .where(events.c.seq > manifest.ledger_head.seq)
+                    .order_by(events.c.seq)
+                )
+            ]
+            propagate(conn, ledger.policy, since)
         if before_commit is not None:
             before_commit()
         return int(number)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from askfirst import lineage, times
-from askfirst.errors import InputError
+from askfirst.errors import InputError, NotFound
 from askfirst.ledger import store
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import lineage as lineage_t
@@ -70,7 +70,8 @@ def register_model(
     _check(name, version, snapshot_ids, shards)
     now = times.to_micros(times.now())
     with store.write(ledger.engine) as conn:
-        trained = {}
+        ledger.lock_head(conn)  # a withdrawal committing now either sees this model or ...
+        trained = {}  # ... has marked the snapshot stale before we read it
         for sid in snapshot_ids:
             row = _trained_on(conn, sid)
             trained[row.id] = row
@@ -301,7 +302,7 @@ def close_task(ledger: Ledger, task_id: int, note: str, *, actor: str) -> dict[s
     with store.write(ledger.engine) as conn:
         row = conn.execute(select(tasks.c.status).where(tasks.c.id == task_id)).first()
         if row is None:
-            raise InputError(f"no task {task_id}; 'askfirst task list' shows them")
+            raise NotFound(f"no task {task_id}; 'askfirst task list' shows them")
         if row.status != "open":
             raise InputError(f"task {task_id} is already closed")
         conn.execute(

@@ -183,7 +183,9 @@ def task_shards(subject: str, held: Any, shards: int | None) -> list[int] | None
 
 def open_tasks(conn: Connection, subject: str, held: list[Any], event_seq: int, at: int) -> int:
     """Open a task for every model trained on one of ``held`` (snapshots holding the
-    subject), unless one is open already; returns how many were opened."""
+    subject), unless that model already has one for it (open, or closed: a model that was
+    retrained or unlearned without the subject does not hold them again); returns how
+    many were opened."""
     by_snapshot = {row.id: row for row in held}
     trained = conn.execute(
         select(model_snapshots.c.model, model_snapshots.c.snapshot, models.c.shards)
@@ -195,9 +197,7 @@ def open_tasks(conn: Connection, subject: str, held: list[Any], event_seq: int, 
     open_now = {
         (m, s)
         for m, s in conn.execute(
-            select(tasks.c.model, tasks.c.snapshot).where(
-                tasks.c.subject_id == subject, tasks.c.status == "open"
-            )
+            select(tasks.c.model, tasks.c.snapshot).where(tasks.c.subject_id == subject)
         )
     }
     rows = []

@@ -103,16 +103,18 @@ def record_delivery(
 ) -> dict[str, Any]:
     """Record that ``recipient`` was given snapshot ``snapshot_id`` (every live copy)."""
     with store.write(ledger.engine) as conn:
+        ledger.lock_head(conn)  # so that a withdrawal either sees this delivery or came first
         rid = conn.execute(select(recipients.c.id).where(recipients.c.name == recipient)).scalar()
         if rid is None:
             raise InputError(f"no partner {recipient!r}; add it with 'askfirst recipient add'")
         rows = lineage.resolve(conn, snapshot_id)
         purpose = ledger.policy.purposes.get(rows[0].purpose)
         if purpose is None or not purpose.shares_outside:
+            shared = [p.name for p in ledger.policy.purposes.values() if p.shares_outside]
             raise InputError(
                 f"snapshot {rows[0].snapshot_id[:16]} is for {rows[0].purpose!r}, which the "
-                "policy does not share outside the platform (shares_outside); it cannot be "
-                "given to a partner"
+                "policy does not share outside the platform; partners receive snapshots of "
+                f"{', '.join(shared) or 'no purpose (none has shares_outside = true)'}"
             )
         live = [r for r in rows if r.status == "live"]
         if not live:

@@ -5,7 +5,9 @@ Each test gets its own copy of the demo platform served by uvicorn on a free por
 fresh browser context; the browser itself is started once per session. What is checked
 here is what only a browser shows: clicks to reach the setting, the words after a choice,
 downloads, the GPC header sent by the browser, cookie flags as the browser stores them,
-keyboard use, axe-core's accessibility rules, response headers and the CSP as enforced.
+keyboard use, axe-core's accessibility rules, response headers and the CSP as enforced;
+and, after the demo's withdrawal, "Your data in AI" for members and the open retraining
+tasks for staff.
 
 Playwright's own browser download cannot work on these machines, so the tests launch
 /usr/bin/chromium (Debian's ``chromium`` package). Without it they are skipped, except
@@ -32,10 +34,11 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
 from typer.testing import CliRunner
 
-from askfirst import demo, privacy
+from askfirst import demo, privacy, times
 from askfirst.cli import app as cli_app
 from askfirst.decisions import decide, decide_many
 from askfirst.ledger import EventType, Ledger
+from askfirst.models import list_tasks
 from askfirst.policy import load_policy
 from askfirst.web.app import WebSettings, create_app
 
@@ -473,6 +476,136 @@ def test_axe_finds_no_serious_or_critical_violations_on_member_pages(page: Page)
     post_url = page.locator("ul.posts a").first.get_attribute("href")
     assert post_url
     for url in ["/", "/settings", "/settings/data-privacy", "/in/anna.keller", post_url]:
+        page.goto(url)
+        found += serious(page)
+    assert found == [], "\n".join(found)
+
+
+# ---- Your data in AI, and staff's retraining tasks ---------------------------------------
+
+
+def withdrawn_member(live: LiveServer) -> tuple[str, dict[str, Any]]:
+    """The demo member who said no after the model was trained, and their open task."""
+    with live.ledger() as ledger:
+        (task,) = list_tasks(ledger, status="open")
+        handle = privacy.profile(ledger, task["subject"]).handle
+    assert handle is not None
+    return handle, task
+
+
+def open_your_data_in_ai(page: Page) -> None:
+    """From the home page to "Your data in AI" by clicking, as a member would."""
+    page.goto("/")
+    page.get_by_role("link", name="Settings & Privacy").first.click()
+    page.wait_for_url("**/settings")
+    page.get_by_role("link", name="Your data in AI").click()
+    page.wait_for_url("**/settings/your-data-in-ai")
+    assert page.get_by_role("heading", level=1).inner_text() == "Your data in AI"
+
+
+def test_the_withdrawn_member_sees_the_snapshot_waiting_and_the_model_pending(
+    page: Page, live: LiveServer
+) -> None:
+    handle, task = withdrawn_member(live)
+    since = privacy.day(times.to_micros(times.parse(task["opened_at"])))
+    sign_in(page, handle)
+    open_your_data_in_ai(page)
+
+    status = page.get_by_role("status").inner_text()
+    assert "1 snapshot held your data; 1 waiting to be rebuilt without it" in status, status
+    assert "1 model retraining pending" in status, status
+    section = purpose_section(page, GENAI)
+    assert task["snapshot_id"][:16] in section.locator("code").inner_text()
+    now = section.locator(".state").inner_text()
+    assert now.startswith(f"Waiting to be rebuilt without your data since {since}."), now
+    models = section.get_by_role("table", name="AI models trained on this snapshot")
+    row = models.get_by_role("row").filter(has_text=demo.MODEL[0])
+    assert row.get_by_role("cell").all_inner_texts() == [
+        demo.MODEL[0],
+        demo.MODEL[1],
+        f"Retraining or unlearning pending since {since}.",
+    ]
+
+    # The JSON twin says the same, from the link at the foot of the page.
+    twin_link = page.get_by_role("link", name="JSON")
+    assert twin_link.get_attribute("href") == "/settings/your-data-in-ai.json"
+    with page.expect_response("**/settings/your-data-in-ai.json") as info:
+        twin_link.click()
+    response = info.value
+    assert response.ok and response.headers["content-type"].startswith("application/json")
+    twin = response.json()
+    assert twin["subject"] == task["subject"] and twin["acting_for_other"] is False
+    (snap,) = twin["snapshots"]
+    assert (snap["snapshot_id"], snap["status"]) == (task["snapshot_id"], "stale")
+    assert snap["models"][0]["in_words"] == f"Retraining or unlearning pending since {since}."
+
+
+def test_a_member_who_said_yes_sees_in_use_and_one_not_in_it_is_told_so(
+    page: Page,
+) -> None:
+    sign_in(page, "anna.keller")
+    open_your_data_in_ai(page)
+    section = purpose_section(page, GENAI)
+    assert section.locator(".state").inner_text() == "In use."
+    assert "Used: you said yes on" in section.inner_text()
+    row = section.get_by_role("row").filter(has_text=demo.MODEL[0])
+    assert "Trained with your data, which you allowed." in row.inner_text()
+
+    page.get_by_role("button", name="Sign out anna.keller").click()
+    page.wait_for_url(re.compile(r".*/$"))
+    sign_in(page, "jo.rivera")
+    open_your_data_in_ai(page)
+    assert page.get_by_role("status").inner_text() == "No training snapshot holds your data."
+    assert page.get_by_role("region").count() == 0
+
+
+def sign_in_staff(page: Page, live: LiveServer) -> None:
+    page.goto("/signin")
+    page.get_by_label("Username").fill(demo.STAFF_USER)
+    page.get_by_label("Password").fill(live.demo.staff_password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/admin")
+
+
+def test_staff_follow_admin_to_the_open_task_and_its_age(page: Page, live: LiveServer) -> None:
+    _, task = withdrawn_member(live)
+    sign_in_staff(page, live)
+    page.goto("/")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Admin").click()
+    page.wait_for_url("**/admin")
+    page.get_by_role("link", name="1 open task", exact=True).click()
+    page.wait_for_url("**/admin/tasks")
+    assert "retraining" in page.get_by_role("heading", level=1).inner_text().lower()
+
+    table = page.get_by_role("table")
+    headers = table.get_by_role("columnheader").all_inner_texts()
+    assert headers == ["task", "age (days)", "model", "owner", "what"], headers
+    rows = table.locator("tbody").get_by_role("row")
+    assert rows.count() == 1
+    cells = rows.first.get_by_role("cell").all_inner_texts()
+    assert cells[0] == str(task["id"])
+    assert re.fullmatch(r"\d+\.\d", cells[1]) and float(cells[1]) < 1, cells
+    assert cells[2:4] == [f"{demo.MODEL[0]} {demo.MODEL[1]}", "ml-team@example.com"]
+    assert task["subject"] in cells[4] and task["snapshot_id"][:16] in cells[4], cells
+
+    twin = page.request.get("/admin/tasks.json")
+    assert twin.ok
+    assert [t["id"] for t in twin.json()["open"]] == [task["id"]]
+
+
+def test_axe_finds_no_serious_or_critical_violations_on_the_ai_and_task_pages(
+    page: Page, live: LiveServer
+) -> None:
+    handle, _ = withdrawn_member(live)
+    found: list[str] = []
+    for member in (handle, "jo.rivera"):  # a snapshot with a model table; and none at all
+        sign_in(page, member)
+        page.goto("/settings/your-data-in-ai")
+        found += serious(page)
+        page.get_by_role("button", name=f"Sign out {member}").click()
+        page.wait_for_url(re.compile(r".*/$"))
+    sign_in_staff(page, live)
+    for url in ["/admin", "/admin/tasks"]:
         page.goto(url)
         found += serious(page)
     assert found == [], "\n".join(found)

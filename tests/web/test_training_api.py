@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from askfirst import demo, privacy, times
+from askfirst.gate.plan import shard_key
 from askfirst.gate.rebuild import rebuild_snapshot
 from askfirst.ledger import Ledger
 from askfirst.ledger.tables import snapshots, tasks
@@ -259,7 +260,7 @@ def test_a_member_may_neither_register_models_nor_see_the_registry(
 
 
 def test_the_open_task_names_the_model_subject_snapshot_and_shards(
-    client: TestClient, admin: dict[str, str], snapshot_id: str, withdrawn: Withdrawn
+    app: FastAPI, client: TestClient, admin: dict[str, str], snapshot_id: str, withdrawn: Withdrawn
 ) -> None:
     (task,) = tasks_now(client, admin)
     assert task["status"] == "open"
@@ -273,12 +274,13 @@ def test_the_open_task_names_the_model_subject_snapshot_and_shards(
     assert isinstance(shards, list) and shards, shards
     assert all(isinstance(s, int) and 0 <= s < 8 for s in shards), shards
     assert shards == sorted(set(shards))
+    assert shard_key(withdrawn.subject) % 8 in shards  # their own posts' shard
     assert isinstance(task["age_days"], float) and 0 <= task["age_days"] < 1
     assert task["closed_at"] is None and task["note"] is None
     assert withdrawn.subject in task["what"] and snapshot_id[:16] in task["what"]
     # The withdrawal that opened it is the member's own "no" in the ledger.
-    (ev,) = [e for e in client.app.state.ledger.subject_events(withdrawn.subject)
-             if e.seq == task["event_seq"]]  # fmt: skip
+    events = app.state.ledger.subject_events(withdrawn.subject)
+    (ev,) = [e for e in events if e.seq == task["event_seq"]]
     assert (ev.type, ev.purpose, ev.value) == ("choice", GENAI, "withdraw")
 
 
@@ -380,7 +382,7 @@ def test_closing_a_task_by_hand_needs_a_note_and_happens_once(
     assert member["summary"]["retraining_pending"] == 0
 
 
-@pytest.mark.parametrize(("task_id", "status"), [(999, 400), (0, 422), ("one", 422)])
+@pytest.mark.parametrize(("task_id", "status"), [(999, 404), (0, 422), ("one", 422)])
 def test_closing_a_task_that_does_not_exist_is_refused(
     client: TestClient, admin: dict[str, str], task_id: Any, status: int
 ) -> None:
@@ -594,3 +596,25 @@ def test_a_rebuild_and_a_new_model_version_close_the_task_and_the_member_sees_it
     ]
     assert anna[0]["in_words"] == "In use."
     assert anna[1]["in_words"].startswith("Rebuilt on")
+
+
+# ---- the pages' doors ------------------------------------------------------------------
+
+
+def test_the_tasks_page_is_for_staff_and_your_data_in_ai_asks_to_sign_in(
+    client: TestClient, signed_in: Callable[..., Any]
+) -> None:
+    r = client.get("/settings/your-data-in-ai", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/signin?next=/settings/your-data-in-ai"
+    assert client.get("/settings/your-data-in-ai.json").status_code == 401
+    assert client.get("/admin/tasks.json").status_code == 401
+    r = client.get("/admin/tasks", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin")
+
+    anna = signed_in("anna.keller")
+    assert anna.get("/admin/tasks").status_code == 403
+    assert anna.get("/admin/tasks.json").status_code == 403
+    staff = signed_in("staff")
+    assert len(staff.get("/admin/tasks.json").json()["open"]) == 1
+    assert staff.get("/admin.json").json()["open_tasks"] == 1

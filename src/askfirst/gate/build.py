@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,12 +24,15 @@ from askfirst import lineage, times
 from askfirst.errors import InputError, LedgerCorrupt
 from askfirst.gate import consent as consent_mod
 from askfirst.gate import corpus as corpus_mod
-from askfirst.gate import engine_duckdb
+from askfirst.gate import engine_duckdb, engine_spark
 from askfirst.gate.manifest import LedgerHeadRef, SnapshotManifest, snapshot_id
 from askfirst.gate.plan import EXCLUSION_REASONS, ON_MENTION, OUTPUT_SCHEMA, Plan
 from askfirst.ledger.ledger import Ledger
 
-ENGINES = ("duckdb",)
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+ENGINES = ("duckdb", "spark")
 
 
 def build_snapshot(
@@ -42,9 +46,14 @@ def build_snapshot(
     on_mention: str = "redact",
     verify_ledger: bool = False,
     progress: Callable[[int], None] | None = None,
+    spark: SparkSession | None = None,
+    spark_master: str | None = None,
 ) -> SnapshotManifest:
     """Build the snapshot of ``corpus`` for ``purpose`` as of ``as_of`` (default: now)
     into the new folder ``out``; return its manifest.
+
+    ``engine="spark"`` runs the same rules on Apache Spark: on ``spark`` (an existing
+    SparkSession) or on a session started for ``spark_master`` (default local[2]).
 
     Only records whose author may be used (at ``as_of`` and, for a purpose that reaches
     back, at the ledger head too), in a category the purpose may use and created by
@@ -61,6 +70,8 @@ def build_snapshot(
         on_mention=on_mention,
         verify_ledger=verify_ledger,
         progress=progress,
+        spark=spark,
+        spark_master=spark_master,
     )
 
 
@@ -76,11 +87,15 @@ def build(
     verify_ledger: bool = False,
     progress: Callable[[int], None] | None = None,
     replaces: int | None = None,
+    spark: SparkSession | None = None,
+    spark_master: str | None = None,
 ) -> SnapshotManifest:
     """``build_snapshot``; with ``replaces`` (a rebuild), the registry number of the
     snapshot that the new one retires, in the transaction that registers it."""
     if engine not in ENGINES:
         raise InputError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "spark":
+        engine_spark.require_pyspark()  # at once, with the install hint
     if on_mention not in ON_MENTION:
         raise InputError(f"on-mention {on_mention!r}: use 'redact' or 'drop'")
     target = Path(out)
@@ -106,7 +121,10 @@ def build(
         moved = True
 
     try:
-        outcome = engine_duckdb.run(plan, work, progress)
+        if engine == "spark":
+            outcome = engine_spark.run(plan, work, progress, spark=spark, master=spark_master)
+        else:
+            outcome = engine_duckdb.run(plan, work, progress)
         excluded = {r: outcome.excluded.get(r, 0) for r in EXCLUSION_REASONS}
         unexpected = set(outcome.excluded) - set(EXCLUSION_REASONS)
         if unexpected:  # a reason nobody named would hide records: refuse

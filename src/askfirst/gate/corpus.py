@@ -54,6 +54,7 @@ class Corpus:
 
     path: Path
     files: dict[str, tuple[str, ...]]  # format -> files, sorted
+    delta: bool = False  # a Delta table: only Spark (with delta-spark) reads it
 
     @property
     def all_files(self) -> list[str]:
@@ -65,6 +66,8 @@ def find(path: str | Path) -> Corpus:
     p = Path(path)
     if not p.exists():
         raise InputError(f"corpus {p}: no such file or folder")
+    if p.is_dir() and (p / "_delta_log").is_dir():
+        return Corpus(p, {}, delta=True)
     if p.is_dir():
         candidates = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
         files = [f for f in candidates if f.suffix.lower() in SUFFIXES]
@@ -235,6 +238,11 @@ def _csv(con: duckdb.DuckDBPyConnection, file: str) -> str:
 
 def relation_sql(con: duckdb.DuckDBPyConnection, corpus: Corpus) -> str:
     """SQL for the corpus as one checked relation (see the module docstring)."""
+    if corpus.delta:
+        raise InputError(
+            f"corpus {corpus.path} is a Delta table: build it with --engine spark "
+            "(and delta-spark installed)"
+        )
     con.execute("SET TimeZone = 'UTC'")
     parts = []
     for fmt, files in corpus.files.items():

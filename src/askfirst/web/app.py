@@ -28,6 +28,7 @@ from askfirst.errors import (
     AskfirstError,
     InputError,
     NotAuthorized,
+    NotFound,
     StorageError,
     UnknownPurpose,
     UnknownSubject,
@@ -79,7 +80,7 @@ def session_secret(key_dir: Path) -> str:
 def _status_for(error: AskfirstError) -> int:
     if isinstance(error, NotAuthorized):
         return 403
-    if isinstance(error, UnknownSubject | UnknownPurpose):
+    if isinstance(error, UnknownSubject | UnknownPurpose | NotFound):
         return 404
     if isinstance(error, InputError):
         return 400

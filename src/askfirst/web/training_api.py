@@ -28,7 +28,11 @@ class ModelCreate(BaseModel):
     )
     owner: str | None = Field(default=None, max_length=255)
     shards: int | None = Field(
-        default=None, ge=1, le=65_536, description="Trained in N shards by shard_key % N"
+        default=None,
+        ge=1,
+        le=65_536,
+        strict=True,
+        description="Trained in N shards by shard_key % N",
     )
 
 
