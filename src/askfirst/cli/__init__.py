@@ -569,7 +569,16 @@ def snapshot_build(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="ISO time the snapshot is as of (default now).")
     ] = None,
-    engine: Annotated[str, typer.Option(help="The engine: duckdb.")] = "duckdb",
+    engine: Annotated[
+        str, typer.Option(help="The engine: duckdb, or spark (pip install 'askfirst[spark]').")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master",
+            help="With --engine spark: the cluster's master URL (default local[2]).",
+        ),
+    ] = None,
     on_mention: Annotated[
         str,
         typer.Option(
@@ -590,6 +599,8 @@ def snapshot_build(
     from askfirst.gate import build_snapshot
     from askfirst.gate.corpus import count_hint
 
+    if spark_master is not None and engine != "spark":
+        raise InputError("--spark-master goes with --engine spark")
     bar = _progress(quiet)
     with _open(db, policy) as ledger, bar or contextlib.nullcontext():
         progress = None
@@ -606,6 +617,7 @@ def snapshot_build(
             on_mention=on_mention,
             verify_ledger=verify_ledger,
             progress=(lambda n: progress(completed=n)) if progress else None,
+            spark_master=spark_master,
         )
     if as_json:
         _print_json(manifest.to_json())
