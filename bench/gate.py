@@ -68,6 +68,7 @@ def make_ledger(authors: int) -> str:
     path = OUT / f"gate-ledger-{authors}.db"
     url = f"sqlite:///{path}"
     if path.exists():
+        Ledger.open(url, load_policy(), create=True).close()  # a cached one: bring its schema up
         return url
     tmp = OUT / f"gate-ledger-{authors}.building.db"
     for p in OUT.glob(f"gate-ledger-{authors}.building.db*"):

@@ -661,7 +661,7 @@ def test_bad_options_fail_closed(led: Ledger, tmp_path: Path, snaps: Path) -> No
         ({"--as-of": "2999-01-01T00:00:00Z"}, ["in the future"]),
         ({"--as-of": "last tuesday"}, ["--as-of"]),
         ({"--on-mention": "mask"}, ["on-mention", "'mask'"]),
-        ({"--engine": "spark"}, ["engine", "'spark'"]),
+        ({"--engine": "flink"}, ["engine", "'flink'"]),
     ]
     for options, needles in cases:
         res = run(*build_args(corpus, snaps / "s", led.url, **options))

@@ -11,11 +11,10 @@ allowed; records created after the as-of time; unknown authors; and malformed ro
 every kind the readers count, in JSONL, CSV, Parquet (zoned, naive, text and nanosecond
 times) and a folder mixing them.
 
-Tests marked xfail(strict) are differences between the engines, or bugs, found here.
+Tests marked xfail(strict) are the differences between the engines still known.
 
-The tests in the last section run Spark builds that start their own session; while this
-module's session is active, such a build reuses it and stops it (see the xfail there),
-so they come last.
+The tests in the last section run Spark builds without passing a session; while this
+module's session is active, such a build reuses it and leaves it running.
 """
 
 from __future__ import annotations
@@ -619,12 +618,6 @@ def test_jsonl_lines_duckdb_parses_and_spark_does_not(
     assert_same(led, build_each(led, write_jsonl(tmp_path / "c.jsonl", lines), snaps, spark))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a JSONL line with text after its object (another object, garbage) is "
-    "malformed on DuckDB, but Spark uses the first object and drops the rest uncounted",
-)
 def test_a_jsonl_line_with_text_after_the_object(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:
@@ -638,12 +631,6 @@ def test_a_jsonl_line_with_text_after_the_object(
     assert_same(led, built)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: text times DuckDB accepts and Spark does not: hour 24 "
-    "(2025-03-01T24:00:00Z) and zone offsets beyond +-18:00 (+25:00, -18:30)",
-)
 def test_text_times_at_the_edges_of_iso_8601(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:
@@ -656,17 +643,11 @@ def test_text_times_at_the_edges_of_iso_8601(
     assert_same(led, build_each(led, write_jsonl(tmp_path / "c.jsonl", rows), snaps, spark))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: invalid UTF-8 in a JSONL or CSV line is malformed on DuckDB but used on "
-    "Spark, with U+FFFD in the text (so a protected name in it is not found)",
-)
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_text_that_is_not_utf8(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession, fmt: str
 ) -> None:
-    latin1 = "Zoë Ørsted and Dora Dean, café".encode("latin-1")
+    latin1 = "Zoë Ørsted and Dora Dean at the café".encode("latin-1")
     if fmt == "jsonl":
         good = write_jsonl(tmp_path / "g.jsonl", [rec("ok", "bob")]).read_bytes()
         bad = write_jsonl(tmp_path / "b.jsonl", [rec("latin1", "bob", "XX")]).read_bytes()
@@ -682,25 +663,23 @@ def test_text_that_is_not_utf8(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="BUG: a CSV line with one field too many, the extra one empty ('a,b,c,d,e,f,'), "
-    "is used by DuckDB and malformed on Spark",
+    reason="BUG: CSV lines DuckDB uses and Spark counts malformed: one field too many, the "
+    "extra one empty ('a,b,c,d,e,f,'); one line ending in CR LF in a file of LF lines",
 )
-def test_a_csv_line_with_an_empty_extra_field(
-    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
+@pytest.mark.parametrize(
+    "line",
+    [f"extra,bob,post,{CREATED},one more,,", f"crlf,bob,post,{CREATED},ends in CR LF,\r"],
+    ids=["empty-extra-field", "one-crlf-line"],
+)
+def test_csv_lines_duckdb_uses_and_spark_does_not(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession, line: str
 ) -> None:
     corpus = tmp_path / "c.csv"
-    lines = [CSV_HEADER, f"ok,bob,post,{CREATED},fine,", f"extra,bob,post,{CREATED},one more,,"]
+    lines = [CSV_HEADER, f"ok,bob,post,{CREATED},fine,", line, f"ok2,cyd,post,{CREATED},fine,"]
     corpus.write_text("\n".join(lines) + "\n")
     assert_same(led, build_each(led, corpus, snaps, spark))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: DuckDB sniffs each CSV file's dialect: an unbalanced quote on the last "
-    "line makes it read the whole file with quote='' (texts keep their quotes, quoted "
-    "commas split lines); Spark reads '\"' quotes as written",
-)
 def test_a_csv_file_with_an_unbalanced_quote_on_its_last_line(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:
@@ -719,12 +698,6 @@ def test_a_csv_file_with_an_unbalanced_quote_on_its_last_line(
     assert_same(led, built)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: DuckDB sniffs the CSV delimiter and builds a ';' file; Spark reads ',' and "
-    "refuses it as missing every column",
-)
 def test_a_csv_file_separated_by_semicolons(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:
@@ -734,12 +707,6 @@ def test_a_csv_file_separated_by_semicolons(
     assert_same(led, build_each(led, corpus, snaps, spark))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a CSV header naming 'text' twice: DuckDB builds (the first is the text), "
-    "Spark refuses it as missing 'text'",
-)
 def test_a_csv_header_with_a_column_twice(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:
@@ -768,12 +735,6 @@ def _ns_corpus(path: Path, stamps: Sequence[int]) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: nanosecond Parquet times: DuckDB rounds to the microsecond, Spark "
-    "truncates toward zero, so times (and the snapshot id) differ",
-)
 def test_nanosecond_times_become_the_same_microseconds(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:
@@ -785,8 +746,8 @@ def test_nanosecond_times_become_the_same_microseconds(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="BUG: a record created less than a microsecond after the as-of time is used: "
-    "DuckDB for +1..+499 ns (rounds down), Spark for +1..+999 ns (truncates)",
+    reason="LIMIT: times are kept to the microsecond, so a record created up to 499 ns "
+    "after the as-of time rounds to it and is used (the same on both engines)",
 )
 def test_records_created_nanoseconds_after_the_as_of_time_stay_out(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
@@ -820,7 +781,6 @@ def test_a_corpus_column_of_the_wrong_type_fails_closed_on_spark(
     n = table.num_rows
     cases = [
         ("record_id", pa.array(range(n), pa.int64()), "'record_id'"),
-        ("created_at", pa.array([1740821400] * n, pa.int64()), "'created_at'"),
         ("mentions", pa.array(["ann"] * n, pa.string()), "'mentions'"),
     ]
     for k, (column, values, needle) in enumerate(cases):
@@ -869,6 +829,36 @@ def test_a_spark_build_whose_transaction_fails_leaves_nothing(
     nothing_built(snaps, ledger)
     with ledger.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(lineage)).scalar_one() == 0
+
+
+def test_a_parquet_created_at_of_integers_fails_closed_on_spark(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
+) -> None:
+    table = pq.read_table(write_parquet_rows(tmp_path / "full.parquet", CORPUS, "tz"))
+    seconds = pa.array([int(parse_time(r["created_at"]).timestamp()) for r in CORPUS], pa.int64())
+    table = table.set_column(table.schema.get_field_index("created_at"), "created_at", seconds)
+    pq.write_table(table, tmp_path / "c.parquet")
+    built = build_each(led, tmp_path / "c.parquet", snaps, spark)
+    assert isinstance(built["duckdb"], InputError)
+    assert isinstance(built["spark"], InputError), "spark built it"
+    assert "'created_at'" in str(built["spark"])
+    nothing_built(snaps, led)
+
+
+def test_a_build_leaves_the_callers_session_settings_as_they_were(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
+) -> None:
+    session = _live(spark)
+    zone = "spark.sql.session.timeZone"
+    session.conf.set(zone, "Europe/Berlin")
+    try:
+        corpus = _ns_corpus(tmp_path / "ns.parquet", [AS_OF_NS - 1000])
+        build_snapshot(led, GENAI, corpus, snaps / "s", as_of=AS_OF, engine="spark", spark=session)
+        assert session.conf.get(zone) == "Europe/Berlin"
+        assert session.conf.get("spark.sql.legacy.parquet.nanosAsLong", "false") == "false"
+    finally:
+        session.conf.set(zone, "UTC")
+        session.conf.unset("spark.sql.legacy.parquet.nanosAsLong")
 
 
 # ---- without PySpark --------------------------------------------------------------------
@@ -969,12 +959,6 @@ def test_a_corpus_missing_a_column_fails_closed_on_spark_from_the_cli(
     nothing_built(snaps, led)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: build_snapshot(engine='spark') without spark= stops the caller's active "
-    "SparkSession: session() gets it back from getOrCreate and run() stops it as its own",
-)
 def test_a_build_without_a_session_leaves_the_callers_session_running(
     led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
 ) -> None:

@@ -20,6 +20,7 @@ without a zone are taken as UTC, as Parquet writers mean them.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,12 @@ SUFFIXES = {
     ".json": "jsonl",
     ".csv": "csv",
 }
-# ISO 8601 with a zone; DuckDB's cast does the calendar checks.
-ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+# ISO 8601 with a zone: hours 00-23, offsets up to 18 hours (what both DuckDB's and
+# Spark's casts accept); the casts do the calendar checks.
+ISO_WITH_ZONE = (
+    r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?"
+    r"([Zz]|[+-]((0\d|1[0-7])(:?[0-5]\d)?|18(:?00)?))$"
+)
 _TEXT_TYPES = {"VARCHAR"}
 
 
@@ -86,6 +91,10 @@ def find(path: str | Path) -> Corpus:
     for f in files:
         grouped.setdefault(SUFFIXES[f.suffix.lower()], []).append(str(f.resolve()))
     return Corpus(p, {fmt: tuple(sorted(fs)) for fmt, fs in sorted(grouped.items())})
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _quote_list(files: tuple[str, ...]) -> str:
@@ -204,15 +213,34 @@ SELECT {text("record_id")} AS record_id, {text("author_id")} AS author_id,
 FROM {src}""")
 
 
+def csv_header(file: str) -> list[str]:
+    """The column names on a CSV file's first line (comma-separated, "-quoted)."""
+    try:
+        with open(file, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"corpus {file}: cannot read its header: {e}") from None
+    names = [h.strip() for h in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"corpus {file}: column {twice[0]!r} appears twice in the header")
+    return names
+
+
 def _csv(con: duckdb.DuckDBPyConnection, file: str) -> str:
-    """One CSV file (DuckDB keeps rejected lines only when files are read one by one)."""
-    src = (
-        f"read_csv({_quote_list((file,))}, header = true, all_varchar = true, store_rejects = true)"
-    )
+    """One CSV file (DuckDB keeps rejected lines only when files are read one by one).
+
+    Comma-separated with "-quoting, as the header line says: the dialect is not guessed,
+    so a stray quote cannot change how the whole file is read."""
+    header = csv_header(file)
     what = file
-    columns = _describe(con, f"SELECT * FROM {src}", what)
-    _missing(columns, what)
-    if "mentions" in columns:
+    _missing(dict.fromkeys(header, "VARCHAR"), what)
+    columns = "{" + ", ".join(f"'{_sql_text(h)}': 'VARCHAR'" for h in header) + "}"
+    src = (
+        f"read_csv({_quote_list((file,))}, header = true, auto_detect = false, delim = ',', "
+        f"quote = '\"', escape = '\"', columns = {columns}, store_rejects = true)"
+    )
+    if "mentions" in header:
         # A JSON array of subject ids; an empty cell means none.
         parsed = "TRY_CAST(nullif(trim(mentions), '') AS JSON)"
         mentions = (

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
-from askfirst.gate.corpus import ISO_WITH_ZONE, REQUIRED, Corpus
+from askfirst.gate.corpus import ISO_WITH_ZONE, REQUIRED, Corpus, csv_header
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -77,8 +77,10 @@ def _missing(columns: list[str], what: str) -> None:
         )
 
 
-def _typed(df: DataFrame, what: str) -> DataFrame:
-    """A typed source (Parquet, Delta): check the column types and normalise them."""
+def _typed(df: DataFrame, what: str, nanos: bool = False) -> DataFrame:
+    """A typed source (Parquet, Delta): check the column types and normalise them.
+
+    ``nanos``: the files hold nanosecond times, which Spark reads as numbers."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import (
         ArrayType,
@@ -101,8 +103,12 @@ def _typed(df: DataFrame, what: str) -> DataFrame:
         created = _time_from_text(F.col("created_at"))
     elif isinstance(t, TimestampType | TimestampNTZType):  # no zone: UTC, as Parquet means
         created = F.col("created_at").cast("timestamp")
-    elif isinstance(t, LongType):  # nanoseconds (read as numbers; see session())
-        created = F.expr("timestamp_micros(div(created_at, 1000))")
+    elif isinstance(t, LongType) and nanos:  # rounded to the microsecond, as DuckDB does
+        # To the nearest microsecond, halves away from zero, as DuckDB converts.
+        created = F.expr(
+            "timestamp_micros(CASE WHEN created_at >= 0 THEN div(created_at + 500, 1000) "
+            "ELSE -div(500 - created_at, 1000) END)"
+        )
     else:
         raise InputError(
             f"corpus {what}: column 'created_at' is {t.simpleString()}; it must be a "
@@ -146,9 +152,10 @@ def _parquet(spark: SparkSession, files: tuple[str, ...]) -> list[DataFrame]:
         )
         groups.setdefault(key, []).append(f)
     out = []
-    for group in groups.values():
+    for key, group in groups.items():
         what = group[0] if len(group) == 1 else f"({len(group)} parquet files)"
-        out.append(_typed(spark.read.parquet(*group), what))
+        nanos = dict(key)["created_at"].startswith("timestamp[ns")
+        out.append(_typed(spark.read.parquet(*group), what, nanos))
     return out
 
 
@@ -156,7 +163,18 @@ def _jsonl(spark: SparkSession, files: tuple[str, ...]) -> DataFrame:
     from pyspark.sql import functions as F
 
     lines = spark.read.text(list(files)).filter(F.trim("value") != "")
-    v = lines.select(F.expr("try_parse_json(value)").alias("v"))
+    # One JSON value per line: wrapped in [ ], a line with anything after its object
+    # is not JSON at all. Bytes that are not UTF-8 come back as U+FFFD: malformed.
+    wrapped = F.expr("try_parse_json(concat('[', value, ']'))")
+    one = F.expr("array_size(try_variant_get(w, '$', 'array<variant>')) = 1")
+    v = lines.select(
+        wrapped.alias("w"),
+        (~F.expr("is_valid_utf8(value)") | F.col("value").contains("\ufffd")).alias("bad_utf8"),
+    ).select(
+        F.when(
+            F.col("w").isNotNull() & one & ~F.col("bad_utf8"), F.expr("variant_get(w, '$[0]')")
+        ).alias("v")
+    )
 
     def kind(path: str) -> Column:
         return F.expr(f"schema_of_variant(variant_get(v, '{path}'))")
@@ -195,7 +213,7 @@ def _csv(spark: SparkSession, file: str) -> DataFrame:
     from pyspark.sql.types import StringType, StructField, StructType
 
     options = {"header": "true", "multiLine": "true", "escape": '"'}
-    header = spark.read.options(**options).csv(file).columns
+    header = csv_header(file)
     _missing(header, file)
     schema = StructType(
         [StructField(c, StringType()) for c in header] + [StructField("_corrupt", StringType())]
@@ -205,7 +223,11 @@ def _csv(spark: SparkSession, file: str) -> DataFrame:
         .schema(schema)
         .csv(file)
     )
-    corrupt = F.col("_corrupt").isNotNull()
+    # A line that does not split into the header's fields, or that is not UTF-8 (read
+    # back as U+FFFD), is one malformed record.
+    corrupt = F.col("_corrupt").isNotNull() | F.concat_ws("", *[F.col(c) for c in header]).contains(
+        "\ufffd"
+    )
     if "mentions" in header:
         cell = F.nullif(F.trim("mentions"), F.lit(""))
         mtype = F.expr("schema_of_variant(try_parse_json(nullif(trim(mentions), '')))")

@@ -111,17 +111,24 @@ def run(
     spark: SparkSession | None = None,
     master: str | None = None,
 ) -> Outcome:
-    """Build the snapshot's data files under ``out/data`` and count everything."""
+    """Build the snapshot's data files under ``out/data`` and count everything.
+
+    On ``spark`` (or the session already active), which is left running with its settings
+    as they were; else on a session of its own for ``master``, stopped at the end."""
     require_pyspark()
-    own = spark is None
-    spark = spark or session(master)
-    for key, value in _CONF.items():
-        if key != "spark.ui.enabled":
-            spark.conf.set(key, value)
+    from pyspark.sql import SparkSession
+
     from askfirst.gate import corpus_spark
 
+    spark = spark or SparkSession.getActiveSession()
+    own = spark is None
+    spark = spark or session(master)
+    settings = {k: v for k, v in _CONF.items() if k != "spark.ui.enabled"}
     if corpus_spark.needs_nanos_as_long(plan.corpus):
-        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        settings["spark.sql.legacy.parquet.nanosAsLong"] = "true"
+    before: dict[str, str | None] = {k: spark.conf.get(k, None) for k in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.spark-", dir=out.parent))
     try:
         return _run(spark, plan, out, scratch, corpus_spark.read(spark, plan.corpus), progress)
@@ -129,6 +136,12 @@ def run(
         shutil.rmtree(scratch, ignore_errors=True)
         if own:
             spark.stop()
+        else:
+            for key, old in before.items():
+                if old is None:
+                    spark.conf.unset(key)
+                else:
+                    spark.conf.set(key, old)
 
 
 def _decisions(spark: SparkSession, plan: Plan, scratch: Path) -> DataFrame:
