@@ -47,21 +47,31 @@ from askfirst.policy import Policy
 _MAY_END = {EventType.GPC, EventType.STATUS, EventType.MINOR, EventType.JURISDICTION}
 _HELD = ("live", "stale")  # snapshots whose data files still exist
 
-_ANY_HELD = select(snapshots.c.id).where(snapshots.c.status.in_(_HELD)).limit(1)
-_HOLDING = (
-    select(
-        snapshots.c.id,
-        snapshots.c.snapshot_id,
-        snapshots.c.purpose,
-        snapshots.c.status,
-        lineage.c.author_records,
-        lineage.c.mention_records,
-        lineage.c.mention_keys,
-    )
-    .join(lineage, lineage.c.snapshot == snapshots.c.id)
-    .where(lineage.c.subject_id == bindparam("sid"), snapshots.c.status.in_(_HELD))
+# The snapshots whose data still exists; then, for one subject, one key probe of the
+# lineage per snapshot (the key is (snapshot, subject)) — never a scan of the lineage.
+_HELD_SNAPSHOTS = select(
+    snapshots.c.id, snapshots.c.snapshot_id, snapshots.c.purpose, snapshots.c.status
+).where(snapshots.c.status.in_(_HELD))
+_LINEAGE_OF = select(
+    lineage.c.snapshot, lineage.c.author_records, lineage.c.mention_records, lineage.c.mention_keys
+).where(
+    lineage.c.snapshot.in_(bindparam("ids", expanding=True)),
+    lineage.c.subject_id == bindparam("sid"),
 )
 _EVENTS_OF = select(*events.c).where(events.c.subject_id == bindparam("sid")).order_by(events.c.seq)
+
+
+@dataclass(frozen=True)
+class Held:
+    """One snapshot holding a subject's data, and how."""
+
+    id: int
+    snapshot_id: str
+    purpose: str
+    status: str
+    author_records: int
+    mention_records: int
+    mention_keys: str | None
 
 
 @dataclass
@@ -89,11 +99,18 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
     for e in batch:
         if e.subject not in new_subjects and may_end_use(e):
             last[e.subject] = e
-    if not last or conn.execute(_ANY_HELD).first() is None:
+    if not last:
+        return done
+    snaps = {row.id: row for row in conn.execute(_HELD_SNAPSHOTS)}
+    if not snaps:
         return done
     at = batch[-1].recorded_at
+    ids = sorted(snaps)
     for subject, trigger in last.items():
-        held = list(conn.execute(_HOLDING, {"sid": subject}).all())
+        held = [
+            Held(r.snapshot, *snaps[r.snapshot][1:], *r[1:])
+            for r in conn.execute(_LINEAGE_OF, {"ids": ids, "sid": subject})
+        ]
         if held:
             _one_subject(conn, policy, subject, trigger, held, at, done)
     return done
