@@ -227,15 +227,16 @@ def gate(url: str, corpus: Path, out: Path) -> tuple[float, float, dict[str, Any
 def rss_child(url: str, corpus: Path, out: Path) -> float:
     """Peak RSS (GiB) of a build in a fresh process."""
     code = (
-        "import sys, resource, shutil, askfirst\n"
+        "import sys, shutil, askfirst\n"
         "from askfirst import Ledger\n"
         f"with Ledger.open({url!r}) as led:\n"
         f"    askfirst.build_snapshot(led, {PURPOSE!r}, {str(corpus)!r}, {str(out)!r})\n"
         f"shutil.rmtree({str(out)!r})\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's peak.
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(res.stdout.strip().splitlines()[-1]) / 1024 / 1024
+    return int(res.stdout.strip().splitlines()[-1]) / 1024 / 1024  # kB -> GiB
 
 
 PG_SERVER = os.environ.get("ASKFIRST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")

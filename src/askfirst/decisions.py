@@ -473,6 +473,15 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def release_duckdb() -> None:
+    """Close this thread's DuckDB connection and the memory it caches (a new one is
+    made on next use)."""
+    con: duckdb.DuckDBPyConnection | None = getattr(_local, "duckdb", None)
+    if con is not None:
+        _local.duckdb = None
+        con.close()
+
+
 def decide_many(
     ledger: Ledger,
     purpose: str,

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from askfirst import times
-from askfirst.decisions import _duckdb, decisions_pinned
+from askfirst.decisions import _duckdb, decisions_pinned, release_duckdb
 from askfirst.errors import InputError
 from askfirst.ledger import store
 from askfirst.ledger.ledger import Head, Ledger
@@ -47,7 +47,7 @@ _PROTECTED_SQL = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Consent:
     """Everything a gate engine needs to know about the subjects, for one build."""
 
@@ -57,6 +57,12 @@ class Consent:
     policy_hash: str
     decisions: pa.Table  # DECISIONS_SCHEMA, one row per subject known at the head
     directory: pa.Table  # DIRECTORY_SCHEMA
+
+    def release(self) -> None:
+        """Let go of the decisions and directory once an engine has loaded them, so
+        that a build does not hold a second copy of them while it streams."""
+        self.decisions = DECISIONS_SCHEMA.empty_table()
+        self.directory = DIRECTORY_SCHEMA.empty_table()
 
 
 def combine(at_as_of: pa.Table, at_head: pa.Table) -> pa.Table:
@@ -105,4 +111,5 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     else:
         decisions = combine(at_as_of, decisions_pinned(ledger, p, head, head.recorded_at))
     directory = read_directory(ledger)
+    release_duckdb()  # what the reads cached is not needed while the build streams
     return Consent(p, at, head, ledger.policy.hash, decisions, directory)

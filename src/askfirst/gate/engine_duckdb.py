@@ -21,13 +21,20 @@ import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
 from askfirst.gate import corpus as corpus_mod
-from askfirst.gate.mentions import DIGEST, LINEAGE_SQL, ROW_TEXT, load_tables, process_batch
+from askfirst.gate.mentions import (
+    DIGEST,
+    LINEAGE_SQL,
+    ROW_TEXT,
+    AuthorCounters,
+    load_tables,
+    process_batch,
+)
 from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
 from askfirst.gate.redaction import NameFinder
 
 # Excluded records leave their text and mentions behind here: only the reason travels on.
 _MAIN = """
-SELECT record_id, category, created_at, author_id, shard_key, reason,
+SELECT record_id, category, created_at, author_id, author_idx, shard_key, reason,
   CASE WHEN reason IS NULL THEN text END AS text,
   CASE WHEN reason IS NULL THEN mentions END AS mentions,
   reason IS NULL AND (len(mentions) > 0 OR contains(text, '@')) AS scan,
@@ -35,6 +42,7 @@ SELECT record_id, category, created_at, author_id, shard_key, reason,
 FROM (
   SELECT *, CASE WHEN reason IS NULL THEN md5_number({row}) END AS md5_ FROM (
     SELECT c.record_id, c.category, c.created_at, c.text, c.author_id, c.mentions, d.shard_key,
+      d.idx AS author_idx,
       CASE WHEN c.malformed THEN 'malformed'
            WHEN list_contains($never, c.category) THEN 'category-never-used'
            WHEN NOT list_contains($categories, c.category) THEN 'category-not-allowed'
@@ -131,6 +139,8 @@ def _run(
     # Tables, not views: the mention queries run on a second cursor, which sees only
     # the database's tables.
     load_tables(con, plan.consent.decisions, plan.consent.directory)
+    authors = AuthorCounters(plan.consent.decisions.num_rows)
+    plan.consent.release()  # DuckDB holds them now: no second copy for the whole build
     sql = _MAIN.format(
         digest=DIGEST, row=ROW_TEXT, corpus=corpus_mod.relation_sql(con, plan.corpus)
     )
@@ -149,7 +159,9 @@ def _run(
         for batch in reader:
             table = pa.Table.from_batches([batch])
             seen += table.num_rows
-            n_out, n_red, sums = process_batch(cur, plan.on_mention, table, finder, writer, counts)
+            n_out, n_red, sums = process_batch(
+                cur, plan.on_mention, table, finder, writer, counts, authors
+            )
             written += n_out
             redacted += n_red
             digest = [a + b for a, b in zip(digest, sums, strict=True)]
@@ -163,6 +175,11 @@ def _run(
     if malformed_lines:
         counts["malformed"] += malformed_lines
         seen += malformed_lines
+    cur.register("authors_", authors.table())
+    cur.execute(
+        "INSERT INTO lin SELECT d.subject, c.a, 0, NULL "
+        "FROM authors_ c JOIN decisions d USING (idx)"
+    )
     lineage = cur.sql(LINEAGE_SQL).to_arrow_table()
     cur.close()
     return Outcome(

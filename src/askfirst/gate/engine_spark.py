@@ -211,7 +211,9 @@ def _run(
     from pyspark.sql import functions as F
 
     pq.write_table(plan.consent.directory, scratch / "directory.parquet")
-    checked = _checked(spark, plan, corpus, _decisions(spark, plan, scratch))
+    decisions = _decisions(spark, plan, scratch)
+    plan.consent.release()  # the executors read them from the scratch files
+    checked = _checked(spark, plan, corpus, decisions)
     step = _BatchStep(str(scratch), plan.on_mention)
     passed = checked.mapInArrow(step, _OUT_SCHEMA).persist(StorageLevel.DISK_ONLY)
     data = out / "data"
@@ -327,7 +329,7 @@ class _BatchStep:
         return _STATE["con"], _STATE["finder"]
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from askfirst.gate.mentions import DIGEST, ROW_TEXT, process_batch
+        from askfirst.gate.mentions import DIGEST, ROW_TEXT, AuthorsInLin, process_batch
 
         con, finder = self._state()
         cur = con.cursor()
@@ -343,7 +345,7 @@ class _BatchStep:
                 counts: Counter[str] = Counter()
                 sink = _Collect()
                 written, redacted, sums = process_batch(
-                    cur, self.on_mention, table, finder, sink, counts
+                    cur, self.on_mention, table, finder, sink, counts, AuthorsInLin()
                 )
                 for t in sink.tables:
                     yield from _records(t).to_batches()

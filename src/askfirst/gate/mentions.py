@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Protocol
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,12 +33,47 @@ class Sink(Protocol):
     def write(self, table: pa.Table) -> None: ...
 
 
+class Authors(Protocol):
+    """Counts each author's records written (the mentions kept go to ``lin``)."""
+
+    def authors(self, cur: duckdb.DuckDBPyConnection, written: pa.Table) -> None: ...
+
+
+class AuthorsInLin:
+    """Authors counted as rows of the ``lin`` table, a batch at a time (for an engine
+    that hands each batch's lineage on, as Spark's executors do)."""
+
+    def authors(self, cur: duckdb.DuckDBPyConnection, written: pa.Table) -> None:
+        cur.register("authors_", written.select(["author_id"]))
+        cur.execute(
+            "INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM authors_ GROUP BY ALL"
+        )
+        cur.unregister("authors_")
+
+
+class AuthorCounters:
+    """Authors counted in one array over the decisions' rows: memory in proportion to
+    the subjects, however long the corpus (``written`` carries ``author_idx``)."""
+
+    def __init__(self, subjects: int) -> None:
+        self.counts = np.zeros(subjects, dtype=np.int64)
+
+    def authors(self, cur: duckdb.DuckDBPyConnection, written: pa.Table) -> None:
+        idx = written.column("author_idx").to_numpy()
+        self.counts += np.bincount(idx, minlength=self.counts.size)
+
+    def table(self) -> pa.Table:
+        """``idx, a`` for every author with a record written."""
+        nz = np.flatnonzero(self.counts)
+        return pa.table({"idx": pa.array(nz, pa.int64()), "a": pa.array(self.counts[nz])})
+
+
 def load_tables(con: duckdb.DuckDBPyConnection, decisions: pa.Table, directory: pa.Table) -> None:
     """Create the tables the step reads (decisions, directory) and fills (lin)."""
     con.register("decisions_", decisions)
     con.register("directory_", directory)
     con.execute(
-        "CREATE TABLE decisions AS SELECT *, "
+        "CREATE TABLE decisions AS SELECT *, row_number() OVER () - 1 AS idx, "
         "(md5_number(subject) & 65535)::INTEGER AS shard_key FROM decisions_"
     )
     con.execute(
@@ -98,6 +134,7 @@ def process_batch(
     finder: NameFinder,
     sink: Sink,
     counts: Counter[str],
+    authors: Authors,
 ) -> tuple[int, int, list[int]]:
     """Count a batch's records by reason and put the usable ones through the mention
     step. ``table`` has the columns of the engines' main query (a ``reason`` for every
@@ -106,7 +143,7 @@ def process_batch(
         if item["values"] is not None:
             counts[item["values"]] += item["counts"]
     kept = table.filter(pc.is_null(table.column("reason")))
-    return _mentions(cur, on_mention, kept, finder, sink, counts)
+    return _mentions(cur, on_mention, kept, finder, sink, counts, authors)
 
 
 def _names_uncovered(finder: NameFinder, texts: list[str], rewritten: dict[int, set[str]]) -> int:
@@ -144,6 +181,7 @@ def _mentions(
     finder: NameFinder,
     writer: Sink,
     counts: Counter[str],
+    lineage: Authors,
 ) -> tuple[int, int, list[int]]:
     """Look for mentions in this batch's usable records, redact or drop, write them.
 
@@ -168,8 +206,7 @@ def _mentions(
     sums = _sums(plain) if plain.num_rows else [0, 0, 0, 0]
     if plain.num_rows:
         writer.write(plain.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-        cur.register("rows_", plain.select(["author_id"]))
-        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM rows_ GROUP BY ALL")
+        lineage.authors(cur, plain)
     if cand.num_rows == 0:
         return written, 0, sums
 
@@ -222,9 +259,9 @@ def _mentions(
         sums = [a + b for a, b in zip(sums, _sums(out), strict=True)]
     if out.num_rows:
         writer.write(out.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+        lineage.authors(cur, out)
         cur.register("rows_", out.select(["author_id", "i", "shard_key"]))
         cur.register("found_", found.select(["i", "kept", "n_bad"]))
-        cur.execute("INSERT INTO lin SELECT author_id, count(*), 0, NULL FROM rows_ GROUP BY ALL")
         cur.execute(
             "INSERT INTO lin SELECT subject, 0, count(*), list(DISTINCT shard_key) FROM ("
             "SELECT unnest(f.kept) AS subject, r.shard_key FROM found_ f JOIN rows_ r ON r.i = f.i"
