@@ -13,7 +13,8 @@ Generates its own data. In the same run it measures:
    snapshots each (a third of them with 16 shards, a third with 256). Only the subjects
    who withdraw are registered in the ledger (propagation reads the lineage by subject id
    and the withdrawer's own events; it never reads other subjects). Before every timed
-   withdrawal the snapshots are set back to ``live``, so each one does the whole work:
+   withdrawal the snapshots are set back to ``live`` (and on PostgreSQL, whose test server
+   runs without autovacuum, their table is vacuumed), so each one does the whole work:
    SNAPSHOTS stale marks, SNAPSHOTS withdrawal rows and one task per (model, snapshot).
    Baseline, interleaved in the same process: the same append by a granted subject in
    no snapshot (which still runs the lineage look-up and finds nothing).
@@ -26,7 +27,6 @@ Generates its own data. In the same run it measures:
     python bench/reachback.py --pg                  # and propagation on PostgreSQL too
     python bench/reachback.py --records 20000000 --authors 2000000   # full-size rebuild
     python bench/reachback.py --quick               # smoke run
-    python bench/reachback.py --what-if --skip-rebuild   # SQLite, join order forced
 
 Each withdrawal pair is timed until --withdrawals are done or --budget seconds are spent
 (at least 3 pairs), so a slow path still ends. --pg defaults to 100 x 200,000 (recording
@@ -54,7 +54,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,6 @@ from askfirst.models import register_model
 from gate import OUT, PG_SERVER, PURPOSE, T0, log, make_corpus, make_ledger, sid
 
 TARGET_MS = 50.0
-HOLDING = askfirst.propagation._HOLDING  # the library's look-up of a subject's snapshots
 
 
 # ---- the lineage registry ------------------------------------------------------------------
@@ -307,22 +306,16 @@ def propagation(
     warmup: int,
     profile: int,
     budget_s: float,
-    what_if: bool = False,
 ) -> dict[str, Any]:
     """Time ``n`` withdrawals of subjects in every snapshot against as many of subjects in
-    none, interleaved (fewer if ``budget_s`` runs out first, at least 3 of each).
-    With ``what_if`` (SQLite), the look-up of the subject's snapshots starts from the
-    snapshots (see ``snapshots_first``)."""
+    none, interleaved (fewer if ``budget_s`` runs out first, at least 3 of each)."""
     snapshots, subjects, models = sizes
     expected_tasks = sum(len(on) for _, _, on, _ in model_plan(snapshots, models))
     total = n + warmup + profile
     targets = [withdrawer(k, subjects, total) for k in range(total)]
     bases = [bystander(k) for k in range(total)]
     out: dict[str, Any] = {}
-    with Ledger.open(url, load_policy(), create=True) as led, ExitStack() as stack:
-        if what_if:
-            stack.enter_context(snapshots_first(led))
-            kind += ", what-if: snapshots first"
+    with Ledger.open(url, load_policy(), create=True) as led:
         clear_reach(led)
         prepare_subjects(led, targets + bases)
         hit: list[float] = []
@@ -372,7 +365,7 @@ def propagation(
             f"({out['median_vs_target']:.2f}x target)"
         )
         if profile:
-            out["profile"] = profile_path(led, targets[n + warmup :], bases[n + warmup :])
+            out["profile"] = profile_path(led, targets[n + warmup :])
     return out
 
 
@@ -402,10 +395,10 @@ class TimedConnection:
         return getattr(self._conn, name)
 
 
-def profile_path(led: Ledger, subjects: list[str], bystanders: list[str]) -> dict[str, Any]:
+def profile_path(led: Ledger, subjects: list[str]) -> dict[str, Any]:
     """Where a withdrawal's time goes: propagate() against the whole append, the time of
     each SQL statement propagate runs, a cProfile of the appends, the plan of the look-up
-    of the subject's snapshots, and (SQLite) that look-up with the join order forced."""
+    of the subject's snapshots."""
     stmts: dict[str, list[float]] = defaultdict(list)
     real = askfirst.propagation.propagate
     spent: list[float] = []
@@ -454,8 +447,7 @@ def profile_path(led: Ledger, subjects: list[str], bystanders: list[str]) -> dic
                 "own_ms_per_append": tt * 1000 / profiled,
             }
         )
-    plan = explain_holding(led, subjects[0])
-    forced = forced_order_ms(led, subjects + bystanders)
+    plan = explain_lookup(led, subjects[0])
     log(
         f"  profile over {runs} withdrawals: append median {statistics.median(totals):.1f} ms, "
         f"of which propagate() {statistics.median(spent):.1f} ms"
@@ -463,63 +455,24 @@ def profile_path(led: Ledger, subjects: list[str], bystanders: list[str]) -> dic
     for ms, calls, text in by_stmt[:8]:
         log(f"    {ms:9.2f} ms  x{calls:.0f}  {text}")
     log(f"  plan of the look-up of the subject's snapshots: {' / '.join(plan)}")
-    if forced:
-        log(
-            "  the same look-up with snapshots first (SQLite CROSS JOIN): median "
-            f"{statistics.median(forced):.2f} ms, max {max(forced):.2f} ms"
-        )
     return {
         "append_median_ms": statistics.median(totals),
         "propagate_median_ms": statistics.median(spent),
         "statements_ms_per_append": [{"ms": ms, "calls": c, "sql": t} for ms, c, t in by_stmt[:12]],
         "cprofile_top": top,
-        "holding_query_plan": plan,
-        "holding_query_snapshots_first_ms": forced,
+        "lineage_lookup_plan": plan,
     }
 
 
-def explain_holding(led: Ledger, subject: str) -> list[str]:
-    q = HOLDING.params(sid=subject)
-    sql = str(q.compile(dialect=led.engine.dialect, compile_kwargs={"literal_binds": True}))
-    prefix = (
-        "EXPLAIN ANALYZE " if led.engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
-    )
+def explain_lookup(led: Ledger, subject: str) -> list[str]:
+    """The plan of propagate's look-up of one subject in the lineage of held snapshots."""
     with led.engine.connect() as conn:
+        ids = sorted(r.id for r in conn.execute(askfirst.propagation._HELD_SNAPSHOTS))
+        q = askfirst.propagation._LINEAGE_OF.params(ids=ids, sid=subject)
+        sql = str(q.compile(dialect=led.engine.dialect, compile_kwargs={"literal_binds": True}))
+        pg = led.engine.dialect.name == "postgresql"
+        prefix = "EXPLAIN ANALYZE " if pg else "EXPLAIN QUERY PLAN "
         return [" ".join(str(c) for c in row) for row in conn.exec_driver_sql(prefix + sql)]
-
-
-@contextmanager
-def snapshots_first(led: Ledger) -> Iterator[None]:
-    """What-if (SQLite): propagate's look-up of a subject's snapshots with the join made
-    to start from the snapshots, swapped in for the library's own while in this block."""
-    real = askfirst.propagation._HOLDING
-    q = HOLDING.params(sid="__SID__")
-    sql = str(q.compile(dialect=led.engine.dialect, compile_kwargs={"literal_binds": True}))
-    sql = sql.replace(" JOIN lineage ON ", " CROSS JOIN lineage ON ").replace("'__SID__'", ":sid")
-    assert "CROSS JOIN" in sql and ":sid" in sql
-    askfirst.propagation._HOLDING = sa.text(sql)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        askfirst.propagation._HOLDING = real
-
-
-def forced_order_ms(led: Ledger, subjects: list[str]) -> list[float]:
-    """SQLite only: milliseconds of propagate's look-up of a subject's snapshots when the
-    join is made to start from the snapshots (CROSS JOIN fixes SQLite's join order)."""
-    if led.engine.dialect.name != "sqlite":
-        return []
-    out = []
-    with led.engine.connect() as conn:
-        for subject in subjects:
-            q = HOLDING.params(sid=subject)
-            sql = str(q.compile(dialect=led.engine.dialect, compile_kwargs={"literal_binds": True}))
-            sql = sql.replace(" JOIN lineage ON ", " CROSS JOIN lineage ON ")
-            assert "CROSS JOIN" in sql
-            t = time.perf_counter()
-            conn.exec_driver_sql(sql).all()
-            out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 # ---- rebuild throughput ---------------------------------------------------------------------
@@ -643,12 +596,6 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed withdrawal pairs first")
     ap.add_argument("--budget", type=float, default=900, help="seconds for the timed withdrawals")
     ap.add_argument("--profile", type=int, default=4, help="extra withdrawals profiled (0: none)")
-    ap.add_argument(
-        "--what-if",
-        action="store_true",
-        help="SQLite: time it with propagate's look-up of the subject's snapshots made to "
-        "start from the snapshots (a what-if; the library's own query is not timed)",
-    )
     ap.add_argument("--pg", action="store_true", help="propagation on PostgreSQL too")
     ap.add_argument("--pg-snapshots", type=int, default=100)
     ap.add_argument("--pg-subjects", type=int, default=200_000)
@@ -675,8 +622,7 @@ def main() -> None:
     if not args.skip_propagation:
         if not args.skip_sqlite:
             url, built = sqlite_registry(args.snapshots, args.subjects, args.models)
-            key = "propagation_sqlite" + ("_what_if_snapshots_first" if args.what_if else "")
-            result[key] = {
+            result["propagation_sqlite"] = {
                 "snapshots": args.snapshots,
                 "subjects_per_snapshot": args.subjects,
                 "models": args.models,
@@ -689,7 +635,6 @@ def main() -> None:
                     warmup=args.warmup,
                     profile=args.profile,
                     budget_s=args.budget,
-                    what_if=args.what_if,
                 ),
             }
         if args.pg:
