@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -34,7 +33,15 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from askfirst import InputError, Ledger, SnapshotManifest, SubjectIn, build_snapshot, snapshots_of
+from askfirst import (
+    InputError,
+    Ledger,
+    SnapshotManifest,
+    StorageError,
+    SubjectIn,
+    build_snapshot,
+    snapshots_of,
+)
 from askfirst.gate import engine_spark
 from askfirst.ledger.tables import lineage, snapshots
 from askfirst.lineage import list_snapshots
@@ -802,7 +809,7 @@ def _fail_the_transaction(ledger: Ledger) -> type[BaseException] | tuple[type[Ba
                 "CREATE TRIGGER full_disk BEFORE INSERT ON lineage "
                 "BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END"
             )
-            return (sqlite3.Error, sa.exc.DBAPIError)
+            return StorageError  # the driver's error, named as askfirst's own
         conn.exec_driver_sql(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'commit refused'; END $$"

@@ -11,15 +11,17 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, insert, select, update
 
 from askfirst import times
-from askfirst.errors import InputError
+from askfirst.errors import InputError, StorageError
 from askfirst.gate.manifest import SnapshotManifest
 from askfirst.ledger import store
 from askfirst.ledger.events import Event
@@ -130,10 +132,14 @@ def record(
         if "mention_keys" not in rows.column_names:
             rows = rows.append_column("mention_keys", pa.nulls(rows.num_rows, pa.string()))
         if rows.num_rows:
-            if store.is_postgres(ledger.engine):
-                _bulk_postgres(conn, number, rows)
-            else:
-                _bulk_sqlite(conn, number, rows)
+            try:
+                if store.is_postgres(ledger.engine):
+                    _bulk_postgres(conn, number, rows)
+                else:
+                    _bulk_sqlite(conn, number, rows)
+            except (sqlite3.Error, psycopg.Error) as e:  # the driver's own cursor: name it
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise StorageError(f"could not record the snapshot's lineage: {first}") from None
         if head.seq > manifest.ledger_head.seq:
             # Events recorded while the build ran: a withdrawal among them reaches the
             # new snapshot at once, as it would any other.
