@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 
-from askfirst import InputError, Ledger, NewEvent, SubjectIn, build_snapshot
+from askfirst import InputError, Ledger, NewEvent, SubjectIn, build_snapshot, rebuild_snapshot
 from askfirst.lineage import list_snapshots
 from askfirst.recipients import (
     Sent,
@@ -722,3 +722,39 @@ def test_partners_deliveries_and_the_outbox_from_the_command_line(
     )
     assert json.loads(again)["delivered"] == 0
     assert len(lab.requests()) == 1
+
+
+def test_a_rebuild_tells_the_partners_of_the_old_snapshot_which_one_replaces_it(
+    led: Ledger, tmp_path: Path, partners: Partners
+) -> None:
+    a = register(led, partners.up("lab-a"))
+    register(led, partners.up("lab-none"))  # received nothing
+    s1 = snapshot(led, tmp_path, "s1", CORPUS_1)
+    record_delivery(led, s1, "lab-a")
+    led.append(ends(ALICE, "withdraw"))
+    (rebuilt,) = rebuild_snapshot(led, s1)
+    kinds = sorted((n["recipient"], n["kind"]) for n in notices(led))
+    assert kinds == [("lab-a", KIND), ("lab-a", "snapshot.rebuilt")]
+    (told,) = [n for n in notices(led) if n["kind"] == "snapshot.rebuilt"]
+    assert told["payload"]["snapshot_id"] == s1
+    assert told["payload"]["replaced_by"] == rebuilt.new.snapshot_id
+    assert ALICE not in json.dumps(told["payload"])
+    assert drain(led).delivered == 2
+    assert check_received(a, notices(led)) == {n["idempotency_key"]: 1 for n in notices(led)}
+
+
+def test_outbox_run_until_empty_says_when_time_ran_out_with_notices_owed(
+    led: Ledger, tmp_path: Path, partners: Partners, db_url: str
+) -> None:
+    register(led, partners.down("lab-down"))
+    s1 = snapshot(led, tmp_path, "s1", CORPUS_1)
+    record_delivery(led, s1, "lab-down")
+    led.append(ends(ALICE, "withdraw"))
+    res = run(
+        "outbox", "run", "--until-empty", "--max-seconds", "1", "--base-delay", "0.05",
+        "--db", db_url,
+    )  # fmt: skip
+    assert res.exit_code == 3
+    assert "1 notice(s) still owed" in res.stderr
+    assert "Traceback" not in res.output
+    assert len(notices(led)) == 1 and notices(led)[0]["delivered_at"] is None

@@ -27,7 +27,7 @@ from askfirst.ledger import store
 from askfirst.ledger.events import Event
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import events, lineage, snapshots
-from askfirst.propagation import propagate
+from askfirst.propagation import propagate, queue_rebuilt
 
 _COLUMNS = ("subject_id", "author_records", "mention_records", "mention_keys")
 
@@ -129,6 +129,7 @@ def record(
                 .where(snapshots.c.id == replaces)
                 .values(status="retired", replaced_by=number, retired_at=now)
             )
+            queue_rebuilt(conn, replaces, manifest.snapshot_id, now)
         if "mention_keys" not in rows.column_names:
             rows = rows.append_column("mention_keys", pa.nulls(rows.num_rows, pa.string()))
         if rows.num_rows:

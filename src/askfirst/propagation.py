@@ -246,6 +246,49 @@ def notice_key(recipient: int, snapshot_id: str, subject: str, event_seq: int) -
     return hashlib.sha256(blob).hexdigest()[:48]
 
 
+def queue_rebuilt(conn: Connection, old: int, new_id: str, at: int) -> int:
+    """Tell every partner that received snapshot ``old`` that it was retired and which
+    snapshot replaces it (they may ask for the new one); returns the notices queued."""
+    row = conn.execute(
+        select(snapshots.c.snapshot_id, snapshots.c.purpose).where(snapshots.c.id == old)
+    ).one()
+    sent = (
+        conn.execute(select(deliveries.c.recipient).where(deliveries.c.snapshot == old))
+        .scalars()
+        .all()
+    )
+    rows = []
+    for recipient in sent:
+        key = hashlib.sha256(f"{recipient}\x1f{row.snapshot_id}\x1f{new_id}".encode())
+        payload = {
+            "type": "snapshot.rebuilt",
+            "id": key.hexdigest()[:48],
+            "snapshot_id": row.snapshot_id,
+            "replaced_by": new_id,
+            "purpose": row.purpose,
+            "retired_at": times.iso(at),
+            "action": (
+                "This snapshot is retired: delete every copy of it and of anything derived "
+                "from it. The snapshot that replaces it holds no withdrawn data; ask us for "
+                "it if you still need it."
+            ),
+        }
+        rows.append(
+            {
+                "recipient": recipient,
+                "idempotency_key": payload["id"],
+                "kind": payload["type"],
+                "payload": json.dumps(payload, sort_keys=True),
+                "created_at": at,
+                "attempts": 0,
+                "next_attempt_at": at,
+            }
+        )
+    if rows:
+        conn.execute(insert(outbox), rows)
+    return len(rows)
+
+
 def _queue_notices(
     conn: Connection,
     subject: str,

@@ -20,6 +20,7 @@ from askfirst.cli import (
     _print_json,
     _progress,
     app,
+    err,
     handles_errors,
     out,
     snapshot_app,
@@ -305,7 +306,9 @@ def outbox_run(
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
-    """Send the notices owed to partners, retrying with backoff while they are down."""
+    """Send the notices owed to partners, retrying with backoff while they are down.
+
+    With --until-empty, the exit code is 3 if --max-seconds ran out first."""
     from askfirst.recipients import run_outbox
 
     if base_delay <= 0:
@@ -316,11 +319,14 @@ def outbox_run(
         )
     if as_json:
         _print_json(sent.to_json())
-        return
-    out.print(
-        f"delivered {sent.delivered}, failed tries {sent.failed}, still owed {sent.pending}",
-        markup=False,
-    )
+    else:
+        out.print(
+            f"delivered {sent.delivered}, failed tries {sent.failed}, still owed {sent.pending}",
+            markup=False,
+        )
+    if until_empty and sent.pending:  # stopped by --max-seconds with notices still owed
+        err.print(f"error: {sent.pending} notice(s) still owed; run again later", markup=False)
+        raise typer.Exit(3)
 
 
 @outbox_app.command("list")
