@@ -1126,6 +1126,31 @@ def test_export_decisions_matches_decide(led: Ledger, tmp_path: Path) -> None:
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_export_for_the_gate_honours_withdrawals_made_after_the_as_of_time(
+    led: Ledger, tmp_path: Path
+) -> None:
+    out = tmp_path / "gate.parquet"
+    res = run(
+        "export", "decisions", "--purpose", GENAI, "--out", out, "--as-of", AS_OF_ISO,
+        "--for-gate", "--db", led.url,
+    )  # fmt: skip
+    ok(res)
+    table = pq.read_table(out)
+    got = {r["subject"]: r for r in table.to_pylist()}
+    # lou said yes by the as-of time and withdrew after it: out, as in a snapshot
+    assert got["lou"]["allowed"] is False and got["lou"]["reason"] == "withdrawn"
+    assert decide(led, "lou", GENAI, at=AS_OF).allowed  # though yes at that time
+    yes = {s for s, r in got.items() if r["allowed"]}
+    assert yes == {"bob", "cyd", *LATE_NO_SAYERS}
+    assert table.schema.metadata[b"askfirst.rule"] == b"yes at the time and at the head"
+    # the same subjects a snapshot as of that time takes its authors from
+    corpus = write_jsonl(tmp_path / "c.jsonl", [rec(f"r-{s}", s) for s in SUBJECT_IDS])
+    manifest = build_snapshot(led, GENAI, corpus, tmp_path / "snap", as_of=AS_OF)
+    _, records = read_snapshot(tmp_path / "snap")
+    assert {r.removeprefix("r-") for r in records.column("record_id").to_pylist()} == yes
+    assert manifest.output_records == len(yes)
+
+
 # ---- reproducibility --------------------------------------------------------------------
 
 

@@ -689,6 +689,15 @@ def export_decisions_cmd(
     purpose: Annotated[str, typer.Option(help="The purpose.")],
     out_file: Annotated[Path, typer.Option("--out", help="The Parquet file to write.")],
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO time (default now).")] = None,
+    for_gate: Annotated[
+        bool,
+        typer.Option(
+            "--for-gate",
+            help="The decisions a snapshot as of --as-of uses: yes only if also yes at the "
+            "ledger head (a withdrawal since still counts), for engines that filter a "
+            "training set themselves.",
+        ),
+    ] = False,
     db: Db = config.DATABASE_URL.default or "",
     policy: PolicyFile = None,
 ) -> None:
@@ -696,7 +705,9 @@ def export_decisions_cmd(
     from askfirst.gate import export_decisions
 
     with _open(db, policy) as ledger:
-        n = export_decisions(ledger, purpose, out_file, at=_time(as_of, "--as-of"))
+        n = export_decisions(
+            ledger, purpose, out_file, at=_time(as_of, "--as-of"), for_gate=for_gate
+        )
     out.print(f"{n:,} decisions written to {out_file}", markup=False)
 
 

@@ -16,12 +16,21 @@ from askfirst.ledger.ledger import Ledger
 
 
 def export_decisions(
-    ledger: Ledger, purpose: str, out: str | Path, *, at: datetime | None = None
+    ledger: Ledger,
+    purpose: str,
+    out: str | Path,
+    *,
+    at: datetime | None = None,
+    for_gate: bool = False,
 ) -> int:
     """Write ``subject, allowed, reason, event_seq`` for every subject to ``out``.
 
-    The file's metadata names the purpose, the time and the ledger head the decisions
-    were made against. Returns the number of subjects written.
+    The decisions are those at ``at`` (default now). With ``for_gate``, they are the ones
+    a snapshot as of ``at`` uses: for a purpose that reaches back, yes only if yes at
+    ``at`` and at the ledger head too, so that a withdrawal since still counts — what an
+    outside engine filtering a training set should join against. The file's metadata
+    names the purpose, the time, the ledger head and the rule. Returns the number of
+    subjects written.
     """
     p = ledger.policy.purpose(purpose)
     target = Path(out)
@@ -34,12 +43,18 @@ def export_decisions(
         else max(times.to_micros(times.now()), head.recorded_at)
     )
     table = decisions_pinned(ledger, p, head, t)
+    reaching_back = for_gate and p.reaches_back and t < head.recorded_at
+    if reaching_back:
+        from askfirst.gate.consent import combine
+
+        table = combine(table, decisions_pinned(ledger, p, head, head.recorded_at))
     table = table.replace_schema_metadata(
         {
             "askfirst.purpose": p.name,
             "askfirst.at": times.iso(t),
             "askfirst.ledger_head": f"{head.seq}:{head.hash}",
             "askfirst.policy_hash": ledger.policy.hash,
+            "askfirst.rule": "yes at the time and at the head" if for_gate else "at the time",
         }
     )
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
