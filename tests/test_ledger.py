@@ -656,3 +656,29 @@ def test_open_an_out_of_date_schema_says_to_run_init(db_url: str, empty_db: sa.E
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(StorageError, match=r"out of date.*askfirst init"):
         Ledger.open(db_url)
+
+
+def test_reading_many_rows_as_arrow_keeps_every_value_exact(tmp_path: Path) -> None:
+    """SQLite rows come back as Arrow through CSV text SQLite writes: quotes, commas,
+    line breaks, empty strings against NULLs and big integers must survive it."""
+    import pyarrow as pa
+
+    from askfirst.ledger import store
+
+    engine = store.create(f"sqlite:///{tmp_path / 'x.db'}")
+    texts = ['plain', 'a "quoted" word', "comma, and more", "two\nlines\r\n", "", None,
+             "Zoë Ørsted 李明 🙂", '"', '""', ",", "\\", "'single'"]  # fmt: skip
+    numbers = [0, -1, 2**62, None, 7, 1 << 40, -(2**63), 2**63 - 1, 3, 4, 5, 6]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT, n INTEGER)")
+        for k, (s, n) in enumerate(zip(texts, numbers, strict=True)):
+            conn.exec_driver_sql("INSERT INTO t VALUES (?, ?, ?)", (k, s, n))
+    schema = pa.schema([("k", pa.int64()), ("s", pa.string()), ("n", pa.int64())])
+    got = store.read_arrow(engine, "SELECT k, s, n FROM t", schema)
+    assert got.schema == schema
+    rows = sorted(got.to_pylist(), key=lambda r: r["k"])
+    assert [r["s"] for r in rows] == texts
+    assert [r["n"] for r in rows] == numbers
+    empty = store.read_arrow(engine, "SELECT k, s, n FROM t WHERE k < 0", schema)
+    assert empty.num_rows == 0 and empty.schema == schema
+    engine.dispose()
