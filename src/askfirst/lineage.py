@@ -139,8 +139,9 @@ def record(
                 else:
                     _bulk_sqlite(conn, number, rows)
             except (sqlite3.Error, psycopg.Error) as e:  # the driver's own cursor: name it
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise StorageError(f"could not record the snapshot's lineage: {first}") from None
+                raise StorageError(
+                    f"could not record the snapshot's lineage: {store.first_line(e)}"
+                ) from None
         if head.seq > manifest.ledger_head.seq:
             # Events recorded while the build ran: a withdrawal among them reaches the
             # new snapshot at once, as it would any other.

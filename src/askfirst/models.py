@@ -22,7 +22,7 @@ from askfirst.ledger import store
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import lineage as lineage_t
 from askfirst.ledger.tables import model_snapshots, models, snapshots, tasks, withdrawals
-from askfirst.propagation import open_tasks
+from askfirst.propagation import holding, open_tasks
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -163,17 +163,8 @@ def _inherit_withdrawals(conn: Connection, trained: list[Any], now: int) -> int:
         if row.status != "stale":
             continue
         for w in conn.execute(select(withdrawals).where(withdrawals.c.snapshot == row.id)).all():
-            held = conn.execute(
-                select(
-                    snapshots.c.id,
-                    lineage_t.c.author_records,
-                    lineage_t.c.mention_records,
-                    lineage_t.c.mention_keys,
-                )
-                .join(lineage_t, lineage_t.c.snapshot == snapshots.c.id)
-                .where(snapshots.c.id == row.id, lineage_t.c.subject_id == w.subject_id)
-            ).all()
-            opened += open_tasks(conn, w.subject_id, list(held), w.event_seq, now)
+            held = holding(conn, w.subject_id, {row.id: row})
+            opened += open_tasks(conn, w.subject_id, held, w.event_seq, now)
     return opened
 
 

@@ -105,15 +105,30 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
     if not snaps:
         return done
     at = batch[-1].recorded_at
-    ids = sorted(snaps)
     for subject, trigger in last.items():
-        held = [
-            Held(r.snapshot, *snaps[r.snapshot][1:], *r[1:])
-            for r in conn.execute(_LINEAGE_OF, {"ids": ids, "sid": subject})
-        ]
+        held = holding(conn, subject, snaps)
         if held:
             _one_subject(conn, policy, subject, trigger, held, at, done)
     return done
+
+
+def holding(conn: Connection, subject: str, snaps: dict[int, Any]) -> list[Held]:
+    """Which of ``snaps`` (registry rows by number) hold ``subject``'s data, and how."""
+    out = []
+    for r in conn.execute(_LINEAGE_OF, {"ids": sorted(snaps), "sid": subject}):
+        snap = snaps[r.snapshot]
+        out.append(
+            Held(
+                r.snapshot,
+                snap.snapshot_id,
+                snap.purpose,
+                snap.status,
+                r.author_records,
+                r.mention_records,
+                r.mention_keys,
+            )
+        )
+    return out
 
 
 def _one_subject(
@@ -240,10 +255,24 @@ def open_tasks(conn: Connection, subject: str, held: list[Any], event_seq: int, 
     return len(rows)
 
 
-def notice_key(recipient: int, snapshot_id: str, subject: str, event_seq: int) -> str:
-    """The idempotency key of one notice: the same notice always has the same key."""
-    blob = f"{recipient}\x1f{snapshot_id}\x1f{subject}\x1f{event_seq}".encode()
+def notice_key(*parts: object) -> str:
+    """The idempotency key of one notice, from what makes it that notice: the same
+    notice always has the same key."""
+    blob = "\x1f".join(str(p) for p in parts).encode()
     return hashlib.sha256(blob).hexdigest()[:48]
+
+
+def _outbox_row(recipient: int, payload: dict[str, Any], at: int) -> dict[str, Any]:
+    """A notice owed to a partner, due at once; ``payload["id"]`` is its key."""
+    return {
+        "recipient": recipient,
+        "idempotency_key": payload["id"],
+        "kind": payload["type"],
+        "payload": json.dumps(payload, sort_keys=True),
+        "created_at": at,
+        "attempts": 0,
+        "next_attempt_at": at,
+    }
 
 
 def queue_rebuilt(conn: Connection, old: int, new_id: str, at: int) -> int:
@@ -259,10 +288,9 @@ def queue_rebuilt(conn: Connection, old: int, new_id: str, at: int) -> int:
     )
     rows = []
     for recipient in sent:
-        key = hashlib.sha256(f"{recipient}\x1f{row.snapshot_id}\x1f{new_id}".encode())
         payload = {
             "type": "snapshot.rebuilt",
-            "id": key.hexdigest()[:48],
+            "id": notice_key(recipient, row.snapshot_id, new_id),
             "snapshot_id": row.snapshot_id,
             "replaced_by": new_id,
             "purpose": row.purpose,
@@ -273,17 +301,7 @@ def queue_rebuilt(conn: Connection, old: int, new_id: str, at: int) -> int:
                 "it if you still need it."
             ),
         }
-        rows.append(
-            {
-                "recipient": recipient,
-                "idempotency_key": payload["id"],
-                "kind": payload["type"],
-                "payload": json.dumps(payload, sort_keys=True),
-                "created_at": at,
-                "attempts": 0,
-                "next_attempt_at": at,
-            }
-        )
+        rows.append(_outbox_row(recipient, payload, at))
     if rows:
         conn.execute(insert(outbox), rows)
     return len(rows)
@@ -308,12 +326,11 @@ def _queue_notices(
     rows = []
     for snap, recipient in sent:
         row = by_snapshot[snap]
-        key = notice_key(recipient, row.snapshot_id, subject, trigger.seq)
         # The partner never learns who: the snapshot holds no author ids, and the notice
         # asks them to stop using and delete the whole snapshot.
         payload = {
             "type": "snapshot.data-withdrawn",
-            "id": key,
+            "id": notice_key(recipient, row.snapshot_id, subject, trigger.seq),
             "snapshot_id": row.snapshot_id,
             "purpose": row.purpose,
             "reason": ended[row.purpose][0],
@@ -324,17 +341,7 @@ def _queue_notices(
                 "withdrawn data will be offered to you."
             ),
         }
-        rows.append(
-            {
-                "recipient": recipient,
-                "idempotency_key": key,
-                "kind": payload["type"],
-                "payload": json.dumps(payload, sort_keys=True),
-                "created_at": at,
-                "attempts": 0,
-                "next_attempt_at": at,
-            }
-        )
+        rows.append(_outbox_row(recipient, payload, at))
     if rows:
         conn.execute(insert(outbox), rows)
     return len(rows)

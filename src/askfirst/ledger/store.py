@@ -168,7 +168,8 @@ class Prepared:
             cur.close()
 
 
-def _first_line(error: object) -> str:
+def first_line(error: object) -> str:
+    """An error's first line (or its type's name), for a one-line message."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
@@ -194,7 +195,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except OperationalError as e:
-        raise StorageError(f"cannot open the database: {_first_line(e.orig)}") from None
+        raise StorageError(f"cannot open the database: {first_line(e.orig)}") from None
 
 
 def upgrade(engine: Engine) -> None:
@@ -203,7 +204,7 @@ def upgrade(engine: Engine) -> None:
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
     except OperationalError as e:
-        raise StorageError(f"cannot create the schema: {_first_line(e.orig)}") from None
+        raise StorageError(f"cannot create the schema: {first_line(e.orig)}") from None
 
 
 def check_current(engine: Engine, url: str) -> None:
