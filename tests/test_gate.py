@@ -474,6 +474,39 @@ def test_each_format_gives_the_same_snapshot(led: Ledger, tmp_path: Path, snaps:
     check_same_as_jsonl(led, tmp_path, snaps, FORMATS)
 
 
+def test_the_same_records_come_out_however_the_corpus_is_cut_into_batches(
+    led: Ledger, tmp_path: Path
+) -> None:
+    """Records that may mention someone wait and go through the mention step together;
+    batches of 4 with the step run every 3 such records must give what one batch does."""
+    from askfirst.gate import consent as consent_mod
+    from askfirst.gate import corpus as corpus_mod
+    from askfirst.gate import engine_duckdb
+    from askfirst.gate.plan import Plan
+
+    rows = [{**r, "record_id": f"{r['record_id']}-{k}"} for k in range(7) for r in CORPUS]
+    corpus = corpus_mod.find(write_jsonl(tmp_path / "c.jsonl", rows))
+    outcomes = []
+    for name, sizes in (("whole", {}), ("cut", {"batch_rows": 4, "mention_rows": 3})):
+        consent = consent_mod.gather(led, GENAI, AS_OF)
+        plan = Plan(consent=consent, corpus=corpus, **sizes)
+        out = engine_duckdb.run(plan, tmp_path / name)
+        data = pq.read_table(tmp_path / name / "data").sort_by("record_id").to_pylist()
+        outcomes.append((out, data))
+    (whole, whole_rows), (cut, cut_rows) = outcomes
+    assert cut_rows == whole_rows
+    assert {r["record_id"].split("-")[0]: r["text"] for r in cut_rows} == CORPUS_OUT
+    assert len(cut_rows) == 7 * len(CORPUS_OUT)
+    assert (cut.output_records, cut.excluded, cut.redacted_mentions, cut.digest) == (
+        whole.output_records,
+        whole.excluded,
+        whole.redacted_mentions,
+        whole.digest,
+    )
+    assert cut.redacted_mentions == 7 * 3
+    assert cut.lineage.equals(whole.lineage)
+
+
 def test_a_csv_corpus_gives_the_same_snapshot(led: Ledger, tmp_path: Path, snaps: Path) -> None:
     check_same_as_jsonl(led, tmp_path, snaps, ["csv"])
 

@@ -667,8 +667,9 @@ def test_reading_many_rows_as_arrow_keeps_every_value_exact(tmp_path: Path) -> N
 
     engine = store.create(f"sqlite:///{tmp_path / 'x.db'}")
     texts = ['plain', 'a "quoted" word', "comma, and more", "two\nlines\r\n", "", None,
-             "Zoë Ørsted 李明 🙂", '"', '""', ",", "\\", "'single'"]  # fmt: skip
-    numbers = [0, -1, 2**62, None, 7, 1 << 40, -(2**63), 2**63 - 1, 3, 4, 5, 6]
+             "Zoë Ørsted 李明 🙂", '"', '""', ",", "\\", "'single'",
+             "NULL", "it''s", "%s %Q %%", "'"]  # fmt: skip
+    numbers = [0, -1, 2**62, None, 7, 1 << 40, -(2**63), 2**63 - 1, 3, 4, 5, 6, None, 8, 9, 10]
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT, n INTEGER)")
         for k, (s, n) in enumerate(zip(texts, numbers, strict=True)):

@@ -26,8 +26,8 @@ from askfirst.gate.mentions import (
     LINEAGE_SQL,
     ROW_TEXT,
     AuthorCounters,
+    MentionStep,
     load_tables,
-    process_batch,
 )
 from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
 from askfirst.gate.redaction import NameFinder
@@ -152,21 +152,16 @@ def _run(
     cur = con.cursor()
     writer = _Writer(data, plan.rows_per_file)
     counts: Counter[str] = Counter()
-    digest = [0, 0, 0, 0]
-    seen = written = redacted = 0
+    step = MentionStep(cur, plan.on_mention, finder, writer, counts, authors, plan.mention_rows)
+    seen = 0
     try:
         reader = con.sql(sql, params=params).to_arrow_reader(plan.batch_rows)
         for batch in reader:
-            table = pa.Table.from_batches([batch])
-            seen += table.num_rows
-            n_out, n_red, sums = process_batch(
-                cur, plan.on_mention, table, finder, writer, counts, authors
-            )
-            written += n_out
-            redacted += n_red
-            digest = [a + b for a, b in zip(digest, sums, strict=True)]
+            seen += batch.num_rows
+            step.add(pa.Table.from_batches([batch]))
             if progress is not None:
                 progress(seen)
+        step.flush()
     except duckdb.Error as e:
         raise InputError(f"corpus {plan.corpus.path}: {corpus_mod._first_line(e)}") from None
     finally:
@@ -184,10 +179,10 @@ def _run(
     cur.close()
     return Outcome(
         input_records=seen,
-        output_records=written,
+        output_records=step.written,
         excluded=dict(counts),
-        redacted_mentions=redacted,
-        digest=digest,
+        redacted_mentions=step.redacted,
+        digest=step.digest,
         files=writer.files,
         lineage=lineage,
         by_category=dict(writer.categories),

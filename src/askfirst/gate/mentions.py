@@ -127,25 +127,6 @@ def _sums(table: pa.Table) -> list[int]:
     return [int(pc.sum(table.column(f"h{k}")).as_py() or 0) for k in range(4)]
 
 
-def process_batch(
-    cur: duckdb.DuckDBPyConnection,
-    on_mention: str,
-    table: pa.Table,
-    finder: NameFinder,
-    sink: Sink,
-    counts: Counter[str],
-    authors: Authors,
-) -> tuple[int, int, list[int]]:
-    """Count a batch's records by reason and put the usable ones through the mention
-    step. ``table`` has the columns of the engines' main query (a ``reason`` for every
-    record left out). Returns the records written, mentions redacted and digest sums."""
-    for item in pc.value_counts(table.column("reason")).to_pylist():
-        if item["values"] is not None:
-            counts[item["values"]] += item["counts"]
-    kept = table.filter(pc.is_null(table.column("reason")))
-    return _mentions(cur, on_mention, kept, finder, sink, counts, authors)
-
-
 def _names_uncovered(finder: NameFinder, texts: list[str], rewritten: dict[int, set[str]]) -> int:
     """Redact protected names that a redaction left standing as whole words (as in
     "@handleØrsted" once the handle is gone); returns the mentions newly redacted."""
@@ -174,92 +155,126 @@ def _names_uncovered(finder: NameFinder, texts: list[str], rewritten: dict[int, 
     return added
 
 
-def _mentions(
-    cur: duckdb.DuckDBPyConnection,
-    on_mention: str,
-    kept: pa.Table,
-    finder: NameFinder,
-    writer: Sink,
-    counts: Counter[str],
-    lineage: Authors,
-) -> tuple[int, int, list[int]]:
-    """Look for mentions in this batch's usable records, redact or drop, write them.
+class MentionStep:
+    """The step over a stream of batches. Records with no possible mention are written
+    at once; the others wait in a buffer, and the mention query (which joins the
+    subject-sized ``decisions`` and ``directory`` tables) runs once per ``flush_rows``
+    of them rather than once per batch. :meth:`flush` at the end of the stream."""
 
-    Returns the records written, the mentions redacted and the digest sums.
-    """
-    if kept.num_rows == 0:
-        return 0, 0, [0, 0, 0, 0]
-    kept = kept.append_column("i", pa.array(range(kept.num_rows), pa.int64()))
-    hit_rows, hit_subjects = finder.find(kept.column("text").combine_chunks())
-    may_mention = kept.column("scan")
-    if hit_rows:
-        flagged = pc.or_(may_mention, pc.is_in(kept.column("i"), pa.array(hit_rows, pa.int64())))
-    else:
-        flagged = may_mention
-    flagged = pc.fill_null(flagged, False)
-    if pc.any(flagged).as_py():
+    def __init__(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        on_mention: str,
+        finder: NameFinder,
+        sink: Sink,
+        counts: Counter[str],
+        authors: Authors,
+        flush_rows: int = 131_072,
+    ) -> None:
+        self.cur, self.on_mention, self.finder = cur, on_mention, finder
+        self.sink, self.counts, self.authors = sink, counts, authors
+        self.flush_rows = flush_rows
+        self.written = self.redacted = 0
+        self.digest = [0, 0, 0, 0]
+        self._waiting: list[pa.Table] = []
+        self._hit_rows: list[int] = []
+        self._hit_subjects: list[str] = []
+        self._buffered = 0
+
+    def add(self, table: pa.Table) -> None:
+        """Count a batch's records by reason and take the usable ones. ``table`` has
+        the columns of the engines' main query (a ``reason`` for every record left out)."""
+        for item in pc.value_counts(table.column("reason")).to_pylist():
+            if item["values"] is not None:
+                self.counts[item["values"]] += item["counts"]
+        kept = table.filter(pc.is_null(table.column("reason")))
+        if kept.num_rows == 0:
+            return
+        hit_rows, hit_subjects = self.finder.find(kept.column("text").combine_chunks())
+        flagged = pc.fill_null(kept.column("scan"), False).combine_chunks()
+        if hit_rows:
+            hit = np.zeros(kept.num_rows, dtype=bool)
+            hit[hit_rows] = True
+            flagged = pc.or_(flagged, pa.array(hit))
         plain = kept.filter(pc.invert(flagged))
+        if plain.num_rows:
+            self._write(plain, _sums(plain))
         cand = kept.filter(flagged)
-    else:
-        plain, cand = kept, kept.slice(0, 0)
-    written = plain.num_rows
-    sums = _sums(plain) if plain.num_rows else [0, 0, 0, 0]
-    if plain.num_rows:
-        writer.write(plain.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-        lineage.authors(cur, plain)
-    if cand.num_rows == 0:
-        return written, 0, sums
+        if cand.num_rows == 0:
+            return
+        # Where each flagged record lands in ``cand``, to carry the name hits along.
+        position = np.cumsum(flagged.to_numpy(zero_copy_only=False)) - 1
+        self._hit_rows.extend((position[hit_rows] + self._buffered).tolist())
+        self._hit_subjects.extend(hit_subjects)
+        self._waiting.append(cand)
+        self._buffered += cand.num_rows
+        if self._buffered >= self.flush_rows:
+            self.flush()
 
-    hits = pa.table(
-        {"i": pa.array(hit_rows, pa.int64()), "subject": pa.array(hit_subjects, pa.string())}
-    )
-    cur.register("cand", cand.select(["i", "text", "author_id", "mentions"]))
-    cur.register("hits", hits)
-    found = cur.sql(_MENTIONS).to_arrow_table()
-    texts = cand.column("text").to_pylist()
-    position = {i: k for k, i in enumerate(cand.column("i").to_pylist())}
-    keep_mask = [True] * cand.num_rows
-    redacted = 0
-    changed = False
-    rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
-    for i, bad, handles, names, subjects in zip(
-        found.column("i").to_pylist(),
-        found.column("n_bad").to_pylist(),
-        found.column("bad_handles").to_pylist(),
-        found.column("bad_names").to_pylist(),
-        found.column("bad_subjects").to_pylist(),
-        strict=True,
-    ):
-        if not bad:
-            continue
-        k = position[i]
-        if on_mention == "drop":
-            keep_mask[k] = False
-            counts["mention-not-consented"] += 1
-            continue
-        redacted += bad
-        new = redact(texts[k], handles, names)
-        if new != texts[k]:
-            texts[k] = new
-            changed = True
-            rewritten[k] = set(subjects)
-    redacted += _names_uncovered(finder, texts, rewritten)
-    out = cand
-    if changed:
-        out = out.set_column(
-            out.schema.get_field_index("text"), "text", pa.array(texts, pa.string())
+    def flush(self) -> None:
+        """Put the waiting records through the mention query."""
+        if not self._waiting:
+            return
+        cand = pa.concat_tables(self._waiting)
+        cand = cand.append_column("i", pa.array(np.arange(cand.num_rows), pa.int64()))
+        hits = pa.table(
+            {
+                "i": pa.array(self._hit_rows, pa.int64()),
+                "subject": pa.array(self._hit_subjects, pa.string()),
+            }
         )
-    if not all(keep_mask):
-        out = out.filter(pa.array(keep_mask))
-    if changed:
-        cur.register("rows_", out.select(OUTPUT_SCHEMA.names))
-        rehashed = cur.sql(_REHASH).to_arrow_table()
-        sums = [a + b for a, b in zip(sums, _sums(rehashed), strict=True)]
-    else:
-        sums = [a + b for a, b in zip(sums, _sums(out), strict=True)]
-    if out.num_rows:
-        writer.write(out.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-        lineage.authors(cur, out)
+        self._waiting, self._hit_rows, self._hit_subjects = [], [], []
+        self._buffered = 0
+        self._mentions(cand, hits)
+
+    def _mentions(self, cand: pa.Table, hits: pa.Table) -> None:
+        """Find who the records in ``cand`` mention, redact or drop, write them."""
+        cur, finder = self.cur, self.finder
+        cur.register("cand", cand.select(["i", "text", "author_id", "mentions"]))
+        cur.register("hits", hits)
+        found = cur.sql(_MENTIONS).to_arrow_table()
+        cur.unregister("cand")
+        cur.unregister("hits")
+        texts = cand.column("text").to_pylist()
+        keep_mask = [True] * cand.num_rows
+        changed = False
+        rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
+        for k, bad, handles, names, subjects in zip(
+            found.column("i").to_pylist(),
+            found.column("n_bad").to_pylist(),
+            found.column("bad_handles").to_pylist(),
+            found.column("bad_names").to_pylist(),
+            found.column("bad_subjects").to_pylist(),
+            strict=True,
+        ):
+            if not bad:
+                continue
+            if self.on_mention == "drop":
+                keep_mask[k] = False
+                self.counts["mention-not-consented"] += 1
+                continue
+            self.redacted += bad
+            new = redact(texts[k], handles, names)
+            if new != texts[k]:
+                texts[k] = new
+                changed = True
+                rewritten[k] = set(subjects)
+        self.redacted += _names_uncovered(finder, texts, rewritten)
+        out = cand
+        if changed:
+            out = out.set_column(
+                out.schema.get_field_index("text"), "text", pa.array(texts, pa.string())
+            )
+        if not all(keep_mask):
+            out = out.filter(pa.array(keep_mask))
+        if out.num_rows == 0:
+            return
+        if changed:
+            cur.register("rows_", out.select(OUTPUT_SCHEMA.names))
+            sums = _sums(cur.sql(_REHASH).to_arrow_table())
+        else:
+            sums = _sums(out)
+        self._write(out, sums)
         cur.register("rows_", out.select(["author_id", "i", "shard_key"]))
         cur.register("found_", found.select(["i", "kept", "n_bad"]))
         cur.execute(
@@ -267,4 +282,28 @@ def _mentions(
             "SELECT unnest(f.kept) AS subject, r.shard_key FROM found_ f JOIN rows_ r ON r.i = f.i"
             ") GROUP BY subject"
         )
-    return written + out.num_rows, redacted, sums
+        cur.unregister("rows_")
+        cur.unregister("found_")
+
+    def _write(self, table: pa.Table, sums: list[int]) -> None:
+        self.sink.write(table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+        self.authors.authors(self.cur, table)
+        self.written += table.num_rows
+        self.digest = [a + b for a, b in zip(self.digest, sums, strict=True)]
+
+
+def process_batch(
+    cur: duckdb.DuckDBPyConnection,
+    on_mention: str,
+    table: pa.Table,
+    finder: NameFinder,
+    sink: Sink,
+    counts: Counter[str],
+    authors: Authors,
+) -> tuple[int, int, list[int]]:
+    """One batch through the whole step (see :class:`MentionStep`). Returns the records
+    written, mentions redacted and digest sums."""
+    step = MentionStep(cur, on_mention, finder, sink, counts, authors)
+    step.add(table)
+    step.flush()
+    return step.written, step.redacted, step.digest

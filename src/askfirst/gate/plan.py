@@ -63,6 +63,9 @@ class Plan:
     on_mention: str = "redact"
     never_used: tuple[str, ...] = tuple(NEVER_USED)
     batch_rows: int = 262_144
+    # Records that may mention someone wait until this many have gathered, then go
+    # through the mention query together (it joins tables as big as the subjects).
+    mention_rows: int = 131_072
     rows_per_file: int = 4_000_000
     memory_limit: str = "512MB"  # DuckDB's share; below ~512MB 2M-subject tables fail
 
