@@ -1023,6 +1023,37 @@ def test_protected_names_are_redacted_anywhere_whole_words_any_case(
     assert manifest.redacted_mentions == 1 + 1 + 2 + 1
 
 
+def test_names_are_found_alike_in_ascii_mixed_and_mostly_non_ascii_batches() -> None:
+    """ASCII text is lower-cased the fast way; other text is folded in full. A batch of
+    either kind, or a mix, must find the same names in the same rows."""
+    from askfirst.gate.redaction import NameFinder
+
+    directory = pa.table(
+        {
+            "subject": ["paul", "zoe", "nik"],
+            "handle": pa.array([None, None, None], pa.string()),
+            "names": ['["Paul Person"]', '["Zoë Ørsted"]', '["Νίκος"]'],
+            "protected": [1, 1, 1],
+        }
+    )
+    finder = NameFinder.from_directory(directory)
+    expected = {
+        "PAUL PERSON spoke": {"paul"},
+        "paul personality": set(),
+        "met Paul Person.": {"paul"},
+        "ZOË ØRSTED wrote": {"zoe"},
+        "ΝΊΚΟΣ and paul PERSON": {"nik", "paul"},
+        "zoë ørstedé, νίκος": {"nik"},
+    }
+    texts = list(expected)
+    for batch in (texts[:3], texts[:4], texts[3:] + texts[:1], texts):
+        rows, subjects = finder.find(pa.array([*batch, None], pa.string()))
+        got: dict[str, set[str]] = {}
+        for row, subject in zip(rows, subjects, strict=True):
+            got.setdefault(batch[row], set()).add(subject)
+        assert got == {t: expected[t] for t in batch if expected[t]}, batch
+
+
 def test_on_mention_drop_leaves_such_records_out(led: Ledger, tmp_path: Path, snaps: Path) -> None:
     rows = [
         rec("d1", "bob", "Thanks @anna.k."),

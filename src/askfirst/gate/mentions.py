@@ -187,19 +187,22 @@ class MentionStep:
         for item in pc.value_counts(table.column("reason")).to_pylist():
             if item["values"] is not None:
                 self.counts[item["values"]] += item["counts"]
-        kept = table.filter(pc.is_null(table.column("reason")))
-        if kept.num_rows == 0:
-            return
-        hit_rows, hit_subjects = self.finder.find(kept.column("text").combine_chunks())
-        flagged = pc.fill_null(kept.column("scan"), False).combine_chunks()
+        usable = pc.is_null(table.column("reason")).combine_chunks()
+        # The engines leave the texts of records left out NULL, so the search for names
+        # runs over the usable ones (in place: no copy of the batch to filter first).
+        hit_rows, hit_subjects = self.finder.find(table.column("text").combine_chunks())
+        flagged = pc.fill_null(table.column("scan"), False).combine_chunks()
         if hit_rows:
-            hit = np.zeros(kept.num_rows, dtype=bool)
+            hit = np.zeros(table.num_rows, dtype=bool)
             hit[hit_rows] = True
-            flagged = pc.or_(flagged, pa.array(hit))
-        plain = kept.filter(pc.invert(flagged))
+            flagged = pc.and_(usable, pc.or_(flagged, pa.array(hit)))
+            keep = usable.to_numpy(zero_copy_only=False)[hit_rows]
+            hit_rows = [r for r, k in zip(hit_rows, keep, strict=True) if k]
+            hit_subjects = [s for s, k in zip(hit_subjects, keep, strict=True) if k]
+        plain = table.filter(pc.and_not(usable, flagged))
         if plain.num_rows:
             self._write(plain, _sums(plain))
-        cand = kept.filter(flagged)
+        cand = table.filter(flagged)
         if cand.num_rows == 0:
             return
         # Where each flagged record lands in ``cand``, to carry the name hits along.

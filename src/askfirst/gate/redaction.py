@@ -98,11 +98,28 @@ class NameFinder:
     def find(self, texts: pa.Array) -> tuple[list[int], list[str]]:
         """(row, subject) pairs: the protected names that occur, as whole words, in each
         row of ``texts``."""
+        if self._automaton is None or len(texts) == 0:
+            return [], []
+        # On ASCII text, folding is lower-casing A-Z, which Arrow does several times
+        # faster; rows with other characters are folded in full.
+        other = pc.invert(pc.fill_null(pc.string_is_ascii(texts), True))
+        n_other = int(pc.sum(other).as_py() or 0)
+        if n_other == 0:
+            return self._scan(pc.ascii_lower(texts), None)
+        if 2 * n_other > len(texts):
+            return self._scan(fold(texts), None)
+        ascii_rows = np.flatnonzero(np.logical_not(other.to_numpy(zero_copy_only=False)))
+        other_rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
+        rows, subjects = self._scan(pc.ascii_lower(texts.take(ascii_rows)), ascii_rows)
+        more_rows, more_subjects = self._scan(fold(texts.take(other_rows)), other_rows)
+        return rows + more_rows, subjects + more_subjects
+
+    def _scan(self, lowered: pa.Array, rows_of: np.ndarray | None) -> tuple[list[int], list[str]]:
+        """``find`` over folded text; a hit in row k is reported as ``rows_of[k]``."""
         rows: list[int] = []
         subjects: list[str] = []
-        if self._automaton is None or len(texts) == 0:
+        if self._automaton is None or len(lowered) == 0:
             return rows, subjects
-        lowered = fold(texts)
         if lowered.offset:
             lowered = pa.concat_arrays([lowered])
         offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[: len(lowered) + 1]
@@ -129,8 +146,9 @@ class NameFinder:
             if (before and _word(before)) or (after and _word(after)):
                 continue
             seen.add((row, pattern))
+            at = row if rows_of is None else int(rows_of[row])
             for subject in self.owners[pattern]:
-                rows.append(row)
+                rows.append(at)
                 subjects.append(subject)
         return rows, subjects
 
