@@ -507,6 +507,20 @@ def test_the_same_records_come_out_however_the_corpus_is_cut_into_batches(
     assert cut.lineage.equals(whole.lineage)
 
 
+def test_a_big_ledger_reads_its_directory_in_a_second_process_to_the_same_snapshot(
+    led: Ledger, tmp_path: Path, snaps: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from askfirst.gate import consent as consent_mod
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
+    plain, out = build(led, corpus, snaps / "one")
+    monkeypatch.setattr(consent_mod, "ASIDE_SUBJECTS", 1)  # every ledger counts as big
+    aside, out_aside = build(led, corpus, snaps / "two")
+    assert out_aside == out == CORPUS_OUT
+    assert aside.snapshot_id == plain.snapshot_id
+    assert aside.redacted_mentions == plain.redacted_mentions == 3
+
+
 def test_a_csv_corpus_gives_the_same_snapshot(led: Ledger, tmp_path: Path, snaps: Path) -> None:
     check_same_as_jsonl(led, tmp_path, snaps, ["csv"])
 

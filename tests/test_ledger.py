@@ -683,3 +683,51 @@ def test_reading_many_rows_as_arrow_keeps_every_value_exact(tmp_path: Path) -> N
     empty = store.read_arrow(engine, "SELECT k, s, n FROM t WHERE k < 0", schema)
     assert empty.num_rows == 0 and empty.schema == schema
     engine.dispose()
+
+
+def test_reads_in_a_second_process_give_the_same_tables(tmp_path: Path) -> None:
+    """A build reads the directory in a second process while it reads the decisions:
+    the tables must be the ones a read in this process gives, value for value."""
+    import pyarrow as pa
+
+    from askfirst.ledger import store
+
+    engine = store.create(f"sqlite:///{tmp_path / 'x.db'}")
+    texts = ["plain", "it's", "'", "NULL", None, "", "a,b\nc", '"q"', "Zoë 🙂"]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT, n INTEGER)")
+        for k, s in enumerate(texts):
+            conn.exec_driver_sql("INSERT INTO t VALUES (?, ?, ?)", (k, s, None if k % 2 else -k))
+    schema = pa.schema([("k", pa.int64()), ("s", pa.string()), ("n", pa.int64())])
+    queries = [
+        ("SELECT k, s, n FROM t", schema),
+        ("SELECT k FROM t WHERE s IS NULL", pa.schema([("k", pa.int64())])),
+    ]
+    with store.read_later(engine, queries, aside=True) as pending:
+        assert pending._child is not None  # the reads really ran in a second process
+        got = pending.result()
+        folder = pending._folder
+    assert folder is not None and not folder.exists()  # what it wrote is gone
+    assert [t.to_pylist() for t in got] == [
+        store.read_arrow(engine, sql, sch).to_pylist() for sql, sch in queries
+    ]
+    assert [r["s"] for r in got[0].to_pylist()] == texts
+    assert got[1].column("k").to_pylist() == [4]
+    engine.dispose()
+
+
+def test_a_read_in_a_second_process_that_fails_says_why(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from askfirst.ledger import store
+
+    engine = store.create(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k INTEGER)")
+    queries = [("SELECT k FROM missing", pa.schema([("k", pa.int64())]))]
+    with (
+        pytest.raises(StorageError, match=r"second process failed: .*no such table: missing"),
+        store.read_later(engine, queries, aside=True) as pending,
+    ):
+        pending.result()
+    engine.dispose()

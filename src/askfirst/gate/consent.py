@@ -87,14 +87,25 @@ FROM h_ h LEFT JOIN t_ t ON t.subject = h.subject ORDER BY h.subject""")
         con.unregister("h_")
 
 
-def read_directory(ledger: Ledger) -> pa.Table:
-    """Handles and names of every subject, and whether their names are protected."""
-    rows = store.read_arrow(ledger.engine, _DIRECTORY_SQL, DIRECTORY_SCHEMA.remove(3))
-    protected = store.read_arrow(
-        ledger.engine, _PROTECTED_SQL, pa.schema([("subject", pa.string())])
-    )
+# With this many subjects, a build reads the directory in a second process while it
+# reads the decisions (SQLite; see ``store.read_later``).
+ASIDE_SUBJECTS = 100_000
+_DIRECTORY_QUERIES = [
+    (_DIRECTORY_SQL, DIRECTORY_SCHEMA.remove(3)),
+    (_PROTECTED_SQL, pa.schema([("subject", pa.string())])),
+]
+
+
+def _directory(rows: pa.Table, protected: pa.Table) -> pa.Table:
     flag = pc.cast(pc.is_in(rows.column("subject"), protected.column("subject")), pa.int64())
     return rows.append_column(DIRECTORY_SCHEMA.field("protected"), flag)
+
+
+def read_directory(ledger: Ledger) -> pa.Table:
+    """Handles and names of every subject, and whether their names are protected."""
+    return _directory(
+        *(store.read_arrow(ledger.engine, sql, schema) for sql, schema in _DIRECTORY_QUERIES)
+    )
 
 
 def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Consent:
@@ -104,12 +115,14 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     at = times.to_micros(as_of) if as_of is not None else times.to_micros(times.now())
     if at > times.to_micros(times.now()):
         raise InputError(f"as-of {times.iso(at)} is in the future")
-    at_as_of = decisions_pinned(ledger, p, head, at)
-    if at >= head.recorded_at or not p.reaches_back:
-        # Nothing was recorded after the as-of time (or the purpose does not look back).
-        decisions = at_as_of.cast(DECISIONS_SCHEMA)
-    else:
-        decisions = combine(at_as_of, decisions_pinned(ledger, p, head, head.recorded_at))
-    directory = read_directory(ledger)
+    aside = store.has_rows(ledger.engine, "subjects", ASIDE_SUBJECTS)
+    with store.read_later(ledger.engine, _DIRECTORY_QUERIES, aside=aside) as pending:
+        at_as_of = decisions_pinned(ledger, p, head, at)
+        if at >= head.recorded_at or not p.reaches_back:
+            # Nothing was recorded after the as-of time (or the purpose does not look back).
+            decisions = at_as_of.cast(DECISIONS_SCHEMA)
+        else:
+            decisions = combine(at_as_of, decisions_pinned(ledger, p, head, head.recorded_at))
+        directory = _directory(*pending.result())
     release_duckdb()  # what the reads cached is not needed while the build streams
     return Consent(p, at, head, ledger.policy.hash, decisions, directory)

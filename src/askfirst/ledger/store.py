@@ -11,9 +11,12 @@ through ADBC, from SQLite through the sqlite3 module itself.
 
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from askfirst import config
 from askfirst.errors import StorageError
+from askfirst.ledger import sqlite_arrow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -216,59 +220,15 @@ def check_current(engine: Engine, url: str) -> None:
         raise StorageError(f"{url}: the schema is out of date; upgrade it with 'askfirst init'")
 
 
-_CSV_ROWS = 200_000  # rows per CSV chunk: bounded memory, few Python objects
-_MMAP = 1 << 30  # SQLite reads a big table through the page cache mapped, not copied
-
-
-def _read_sqlite_csv(cur: Any, sql: str, schema: pa.Schema) -> pa.Table | None:
-    """The rows as CSV text made by SQLite, parsed by Arrow: one Python object a row
-    instead of one a value, which is where reading millions of rows spends its time.
-
-    Each line is one ``printf``: text as an SQL literal (``%Q``: in single quotes with
-    quotes doubled, NULL bare) and numbers bare (NULL empty), which Arrow reads back
-    with ``'`` as the quote character.
-    """
-    import pyarrow.csv as pacsv
-
-    cur.execute(f"SELECT * FROM ({sql}) LIMIT 0")
-    names = [d[0] for d in cur.description]
-    if set(names) - set(schema.names):
-        return None
-    fields = [schema.field(n) for n in names]
-    pattern = ",".join("%Q" if pa.types.is_string(f.type) else "%s" for f in fields)
-    columns = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
-    cur.execute(f"SELECT printf('{pattern}', {columns}) FROM ({sql})")
-    read = pacsv.ReadOptions(column_names=names)
-    parse = pacsv.ParseOptions(quote_char="'", double_quote=True, newlines_in_values=True)
-    convert = pacsv.ConvertOptions(
-        column_types={f.name: f.type for f in fields},
-        null_values=["", "NULL"],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-    )
-    chunks = []
-    while rows := cur.fetchmany(_CSV_ROWS):
-        text = "\n".join([r[0] for r in rows]).encode()
-        del rows
-        chunks.append(pacsv.read_csv(io.BytesIO(text), read, parse, convert))
-    if not chunks:
-        return schema.empty_table()
-    return pa.concat_tables(chunks).cast(schema)
-
-
-def _plain_types(schema: pa.Schema) -> bool:
-    return all(pa.types.is_string(t) or pa.types.is_integer(t) for t in schema.types)
-
-
 def _read_sqlite(engine: Engine, sql: str, schema: pa.Schema | None) -> pa.Table:
     # Through Python's own sqlite3: a second SQLite library in the process (as ADBC's
     # SQLite driver brings) would not see this one's locks and can corrupt a WAL database.
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        cur.execute(f"PRAGMA mmap_size = {_MMAP}")
-        if schema is not None and _plain_types(schema):
-            table = _read_sqlite_csv(cur, sql, schema)
+        cur.execute(f"PRAGMA mmap_size = {sqlite_arrow.MMAP_BYTES}")
+        if schema is not None and sqlite_arrow.plain_types(schema):
+            table = sqlite_arrow.read(cur, sql, schema)
             if table is not None:
                 cur.close()
                 return table
@@ -314,3 +274,82 @@ def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.
         if schema is not None and table.num_rows
         else (schema.empty_table() if schema is not None else table)
     )
+
+
+class Pending:
+    """Reads started by :func:`read_later`; :meth:`result` waits for their tables."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        queries: Sequence[tuple[str, pa.Schema]],
+        child: subprocess.Popen[bytes] | None = None,
+        folder: Path | None = None,
+    ) -> None:
+        self._engine, self._queries = engine, list(queries)
+        self._child, self._folder = child, folder
+
+    def result(self) -> list[pa.Table]:
+        """The tables, in the order of the queries."""
+        if self._child is None:
+            return [read_arrow(self._engine, sql, schema) for sql, schema in self._queries]
+        assert self._folder is not None
+        _, err = self._child.communicate()
+        if self._child.returncode != 0:
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            raise StorageError(
+                "reading the ledger in a second process failed: "
+                + (lines[-1] if lines else f"exit code {self._child.returncode}")
+            )
+        tables = sqlite_arrow.read_answers(self._folder, len(self._queries))
+        return [t.cast(schema) for t, (_, schema) in zip(tables, self._queries, strict=True)]
+
+    def close(self) -> None:
+        """Stop the second process if it still runs, and remove what it wrote."""
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.communicate()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+@contextmanager
+def read_later(
+    engine: Engine, queries: Sequence[tuple[str, pa.Schema]], *, aside: bool
+) -> Iterator[Pending]:
+    """Start read-only queries now and take their tables later (``result()``).
+
+    With ``aside`` on a SQLite file, the queries run in a second process meanwhile, on
+    another core, each in a read transaction of its own; otherwise they run when the
+    result is asked for. Leaving the block stops the second process.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not aside or not database or database == ":memory:" or not Path(database).is_file():
+        pending = Pending(engine, queries)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="askfirst-read-"))
+        try:
+            sqlite_arrow.write_job(folder, list(queries))
+            child = subprocess.Popen(
+                [sys.executable, "-P", sqlite_arrow.__file__, database, str(folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        pending = Pending(engine, queries, child, folder)
+    try:
+        yield pending
+    finally:
+        pending.close()
+
+
+def has_rows(engine: Engine, table: str, count: int) -> bool:
+    """Whether ``table`` (a name askfirst itself chose) has at least ``count`` rows."""
+    with engine.connect() as conn:
+        n = conn.exec_driver_sql(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {int(count)}) AS t"
+        ).scalar()
+    return int(n or 0) >= count
