@@ -57,13 +57,26 @@ class AuthorCounters:
 
     def __init__(self, subjects: int) -> None:
         self.counts = np.zeros(subjects, dtype=np.int64)
+        # A count passes over every subject, so batches wait until they hold as many
+        # records as there are subjects (memory: one more such array, at most).
+        self._waiting: list[np.ndarray] = []
+        self._records = 0
 
     def authors(self, cur: duckdb.DuckDBPyConnection, written: pa.Table) -> None:
-        idx = written.column("author_idx").to_numpy()
-        self.counts += np.bincount(idx, minlength=self.counts.size)
+        self._waiting.append(written.column("author_idx").to_numpy())
+        self._records += written.num_rows
+        if self._records >= self.counts.size:
+            self._count()
+
+    def _count(self) -> None:
+        if self._waiting:
+            idx = np.concatenate(self._waiting)
+            self.counts += np.bincount(idx, minlength=self.counts.size)
+            self._waiting, self._records = [], 0
 
     def table(self) -> pa.Table:
         """``idx, a`` for every author with a record written."""
+        self._count()
         nz = np.flatnonzero(self.counts)
         return pa.table({"idx": pa.array(nz, pa.int64()), "a": pa.array(self.counts[nz])})
 
