@@ -42,6 +42,10 @@ def _word(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
 
+# _word for each byte below 0x80 (the rest are never looked up as such).
+_ASCII_WORD = np.array([_word(chr(b)) if b < 0x80 else False for b in range(256)])
+
+
 @dataclass
 class NameFinder:
     """An automaton over the lower-cased protected names, and who each name belongs to."""
@@ -134,20 +138,27 @@ class NameFinder:
         which = np.searchsorted(offsets, found[:, 1], side="right") - 1
         # A hit that runs past its record's end spans two records: not a mention.
         inside = found[:, 2] <= offsets[which + 1]
-        seen: set[tuple[int, int]] = set()
-        for (pattern, start, end), row in zip(
-            found[inside].tolist(), which[inside].tolist(), strict=True
-        ):
-            if (row, pattern) in seen:
-                continue
-            lo, hi = int(offsets[row]), int(offsets[row + 1])
-            before = bytes(hay[max(lo, start - 4) : start]).decode("utf-8", "ignore")[-1:]
-            after = bytes(hay[end : min(hi, end + 4)]).decode("utf-8", "ignore")[:1]
-            if (before and _word(before)) or (after and _word(after)):
-                continue
-            seen.add((row, pattern))
+        found, which = found[inside], which[inside]
+        pattern, start, end = found[:, 0], found[:, 1], found[:, 2]
+        # Whole words only. Where the bytes either side are ASCII (or the record ends),
+        # they are checked here at once; the few others are decoded one by one.
+        has_before = start > offsets[which]
+        has_after = end < offsets[which + 1]
+        before = hay[np.where(has_before, start - 1, 0)]
+        after = hay[np.where(has_after, np.minimum(end, len(hay) - 1), 0)]
+        unsure = (has_before & (before >= 0x80)) | (has_after & (after >= 0x80))
+        word = (has_before & _ASCII_WORD[before]) | (has_after & _ASCII_WORD[after])
+        for k in np.flatnonzero(unsure).tolist():
+            lo, hi = int(offsets[which[k]]), int(offsets[which[k] + 1])
+            b = bytes(hay[max(lo, start[k] - 4) : start[k]]).decode("utf-8", "ignore")[-1:]
+            a = bytes(hay[end[k] : min(hi, end[k] + 4)]).decode("utf-8", "ignore")[:1]
+            word[k] = bool((b and _word(b)) or (a and _word(a)))
+        whole = np.logical_not(word)
+        # Each (row, name) once, in the order found.
+        pairs = np.unique(np.stack([which[whole], pattern[whole]], axis=1), axis=0)
+        for row, name in pairs.tolist():
             at = row if rows_of is None else int(rows_of[row])
-            for subject in self.owners[pattern]:
+            for subject in self.owners[name]:
                 rows.append(at)
                 subjects.append(subject)
         return rows, subjects
