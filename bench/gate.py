@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -165,13 +166,24 @@ COPY (
 # ---- the measurements --------------------------------------------------------------------
 
 
+def cpu_s() -> float:
+    """CPU seconds (user and system) of this process and the children it waited for."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+CPU: dict[str, list[float]] = {}  # CPU seconds of each run, by kind
+
+
 def floor(corpus: Path, out: Path) -> float:
     con = duckdb.connect()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_s()
     con.execute(
         f"COPY (SELECT * FROM read_parquet('{corpus}')) TO '{out}' (FORMAT parquet)"
     ).fetchall()
     elapsed = time.perf_counter() - t
+    CPU.setdefault(f"floor {corpus.name}", []).append(cpu_s() - c)
     con.close()
     out.unlink()
     return elapsed
@@ -217,9 +229,10 @@ def gate(url: str, corpus: Path, out: Path) -> tuple[float, float, dict[str, Any
         t = time.perf_counter()
         consent_mod.gather(led, PURPOSE)
         decisions_s = time.perf_counter() - t
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_s()
         manifest = askfirst.build_snapshot(led, PURPOSE, corpus, out)
         elapsed = time.perf_counter() - t
+        CPU.setdefault(f"gate {corpus.name}", []).append(cpu_s() - c)
     shutil.rmtree(out)
     return elapsed, decisions_s, manifest.to_json()
 
@@ -373,6 +386,9 @@ def main() -> None:
         if kind == "plain":
             result["decisions_s"] = min(reads)
         log(f"  best: {min(gates) / min(floors):.2f}x floor")
+        cpu_floor, cpu_gate = CPU[f"floor {corpus.name}"], CPU[f"gate {corpus.name}"]
+        result[f"cpu_floor_{kind}_s"], result[f"cpu_gate_{kind}_s"] = cpu_floor, cpu_gate
+        log(f"  CPU seconds: floor {min(cpu_floor):.1f}, gate {min(cpu_gate):.1f}")
     if not args.skip_loop:
         log("Python loop")
         result["python_loop_s"] = python_loop(url, plain, scratch / "loop.parquet")
@@ -393,6 +409,10 @@ def main() -> None:
         / result["floor_s"],
         "gate_mentions_vs_floor": result["gate_mentions_s"] / result["floor_mentions_s"],
         "python_loop_vs_gate": (result.get("python_loop_s") or 0) / result["gate_plain_s"],
+        "cpu_gate_plain_vs_floor": min(result["cpu_gate_plain_s"])
+        / min(result["cpu_floor_plain_s"]),
+        "cpu_gate_mentions_vs_floor": min(result["cpu_gate_mentions_s"])
+        / min(result["cpu_floor_mentions_s"]),
     }
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("manifest")}, indent=2))
     if args.json:
