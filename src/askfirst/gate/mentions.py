@@ -204,7 +204,7 @@ class MentionStep:
         # The engines leave the texts of records left out NULL, so the search for names
         # runs over the usable ones (in place: no copy of the batch to filter first).
         hit_rows, hit_subjects = self.finder.find(table.column("text").combine_chunks())
-        flagged = pc.fill_null(table.column("scan"), False).combine_chunks()
+        flagged = pc.and_(usable, pc.fill_null(table.column("scan"), False).combine_chunks())
         if hit_rows:
             hit = np.zeros(table.num_rows, dtype=bool)
             hit[hit_rows] = True

@@ -72,12 +72,16 @@ class NameFinder:
                     names_of.setdefault(subject, []).append(name.strip())
                     flat_subjects.append(subject)
                     flat_names.append(name.strip())
-        # The texts are lower-cased by Arrow, so the names are too (Python's str.lower
-        # differs for a few letters, such as the Turkish dotted I).
+        # The texts are lower-cased by Arrow, so the names are too. Python lower-cases a
+        # few letters differently (the Turkish dotted I: "İ" is "i" to Arrow, "i̇" to
+        # Python), and a text may hold either form already lower-cased, so each name
+        # is looked for in both.
         by_name: dict[str, list[str]] = {}
-        lowered = fold(pa.array(flat_names, pa.string())).to_pylist()
-        for subject, key in zip(flat_subjects, lowered, strict=True):
-            by_name.setdefault(key, []).append(subject)
+        arrow = fold(pa.array(flat_names, pa.string())).to_pylist()
+        python = fold(pa.array([n.lower() for n in flat_names], pa.string())).to_pylist()
+        for subject, *keys in zip(flat_subjects, arrow, python, strict=True):
+            for key in dict.fromkeys(keys):
+                by_name.setdefault(key, []).append(subject)
         finder = cls(list(by_name), [sorted(set(v)) for v in by_name.values()], names_of)
         if finder.names:
             finder._automaton = ahocorasick_rs.BytesAhoCorasick(
@@ -154,7 +158,7 @@ class NameFinder:
             a = bytes(hay[end[k] : min(hi, end[k] + 4)]).decode("utf-8", "ignore")[:1]
             word[k] = bool((b and _word(b)) or (a and _word(a)))
         whole = np.logical_not(word)
-        # Each (row, name) once, in the order found.
+        # Each (row, name) once (sorted by row, then name).
         pairs = np.unique(np.stack([which[whole], pattern[whole]], axis=1), axis=0)
         for row, name in pairs.tolist():
             at = row if rows_of is None else int(rows_of[row])

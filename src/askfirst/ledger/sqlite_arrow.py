@@ -11,7 +11,7 @@ process would queue on the GIL, which the sqlite3 module takes back after every 
 That process loads this file by its path, not the ``askfirst`` package, so it starts
 in the time it takes to import pyarrow: this module imports nothing else of askfirst.
 
-    python -c "<loader>" sqlite_arrow.py DATABASE JOB_FOLDER
+    python -P .../askfirst/ledger/sqlite_arrow.py DATABASE JOB_FOLDER
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 CHUNK_ROWS = 200_000  # rows per CSV chunk: bounded memory, few Python objects
@@ -37,20 +38,27 @@ def plain_types(schema: pa.Schema) -> bool:
 
 def read(cur: Any, sql: str, schema: pa.Schema) -> pa.Table | None:
     """The rows of ``sql`` as a table of ``schema`` (a sqlite3 cursor runs it), or None
-    when the query gives a column ``schema`` does not name."""
+    when this way cannot carry them exactly: the query gives a column ``schema`` does
+    not name, or a text holds a NUL character (``printf`` would cut it there)."""
     cur.execute(f"SELECT * FROM ({sql}) LIMIT 0")
     names = [d[0] for d in cur.description]
     if set(names) - set(schema.names):
         return None
     fields = [schema.field(n) for n in names]
-    pattern = ",".join("%Q" if pa.types.is_string(f.type) else "%s" for f in fields)
-    columns = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
-    cur.execute(f"SELECT printf('{pattern}', {columns}) FROM ({sql})")
+    quoted = ['"' + n.replace('"', '""') + '"' for n in names]
+    texts = [q for q, f in zip(quoted, fields, strict=True) if pa.types.is_string(f.type)]
+    # The last field counts the texts holding a NUL, found as bytes.
+    nul = " + ".join(f"coalesce(instr(CAST({q} AS BLOB), x'00'), 0) > 0" for q in texts) or "0"
+    pattern = ",".join("%Q" if pa.types.is_string(f.type) else "%s" for f in fields) + ",%d"
+    cur.execute(f"SELECT printf('{pattern}', {', '.join(quoted)}, {nul}) FROM ({sql})")
     options = (
-        pacsv.ReadOptions(column_names=names),
-        pacsv.ParseOptions(quote_char="'", double_quote=True, newlines_in_values=True),
+        pacsv.ReadOptions(column_names=[*names, "nul_"]),
+        # An empty line is a row whose only field is NULL, not a line to skip.
+        pacsv.ParseOptions(
+            quote_char="'", double_quote=True, newlines_in_values=True, ignore_empty_lines=False
+        ),
         pacsv.ConvertOptions(
-            column_types={f.name: f.type for f in fields},
+            column_types={**{f.name: f.type for f in fields}, "nul_": pa.int64()},
             null_values=["", "NULL"],
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
@@ -58,9 +66,15 @@ def read(cur: Any, sql: str, schema: pa.Schema) -> pa.Table | None:
     )
     chunks = []
     while rows := cur.fetchmany(CHUNK_ROWS):
-        text = "\n".join([r[0] for r in rows]).encode()
+        count = len(rows)
+        text = ("\n".join([r[0] for r in rows]) + "\n").encode()
         del rows
-        chunks.append(pacsv.read_csv(io.BytesIO(text), *options))
+        chunk = pacsv.read_csv(io.BytesIO(text), *options)
+        if chunk.num_rows != count:
+            raise ValueError(f"read {chunk.num_rows} rows of {count} from SQLite")
+        if pc.max(chunk.column("nul_")).as_py():
+            return None
+        chunks.append(chunk.drop_columns(["nul_"]))
     if not chunks:
         return schema.empty_table()
     return pa.concat_tables(chunks).cast(schema)
@@ -92,14 +106,14 @@ def run_job(database: str, folder: Path) -> None:
     queries = json.loads((folder / "job.json").read_text())
     con = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
     try:
-        con.execute("PRAGMA busy_timeout = 30000")
+        con.execute("PRAGMA busy_timeout = 60000")
         con.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         cur = con.cursor()
         for k, sql in enumerate(queries):
             schema = pa.ipc.read_schema(pa.py_buffer((folder / f"schema-{k}.arrow").read_bytes()))
             table = read(cur, sql, schema)
-            if table is None:
-                raise SystemExit(f"query {k} gives a column its schema does not name")
+            if table is None:  # the parent reads this one itself, the exact way
+                raise SystemExit(f"query {k} cannot be read as CSV lines")
             part = folder / f"table-{k}.arrow.part"
             with pa.OSFile(str(part), "wb") as f, pa.ipc.new_file(f, schema) as w:
                 w.write_table(table)

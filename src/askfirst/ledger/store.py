@@ -227,24 +227,28 @@ def _read_sqlite(engine: Engine, sql: str, schema: pa.Schema | None) -> pa.Table
     try:
         cur = raw.cursor()
         cur.execute(f"PRAGMA mmap_size = {sqlite_arrow.MMAP_BYTES}")
-        if schema is not None and sqlite_arrow.plain_types(schema):
-            table = sqlite_arrow.read(cur, sql, schema)
+        try:
+            table = None
+            if schema is not None and sqlite_arrow.plain_types(schema):
+                table = sqlite_arrow.read(cur, sql, schema)
             if table is not None:
-                cur.close()
                 return table
-        cur.execute(sql)
-        names = [d[0] for d in cur.description]
-        chunks: list[pa.RecordBatch] = []
-        while rows := cur.fetchmany(100_000):
-            cols = list(zip(*rows, strict=True))
-            arrays = [
-                pa.array(col, type=schema.field(name).type if schema else None)
-                for name, col in zip(names, cols, strict=True)
-            ]
-            chunks.append(pa.RecordBatch.from_arrays(arrays, names=names))
-        cur.close()
+            cur.execute(sql)
+            names = [d[0] for d in cur.description]
+            chunks: list[pa.RecordBatch] = []
+            while rows := cur.fetchmany(100_000):
+                cols = list(zip(*rows, strict=True))
+                arrays = [
+                    pa.array(col, type=schema.field(name).type if schema else None)
+                    for name, col in zip(names, cols, strict=True)
+                ]
+                chunks.append(pa.RecordBatch.from_arrays(arrays, names=names))
+        except ValueError as e:  # Arrow could not read back what SQLite wrote
+            raise StorageError(f"reading the ledger: {first_line(e)}") from None
+        finally:
+            cur.close()
+            raw.cursor().execute("PRAGMA mmap_size = 0")
     finally:
-        raw.cursor().execute("PRAGMA mmap_size = 0")
         raw.close()
     if chunks:
         return (
@@ -288,6 +292,7 @@ class Pending:
     ) -> None:
         self._engine, self._queries = engine, list(queries)
         self._child, self._folder = child, folder
+        self.why_not_aside: str | None = None  # why the reads ran here after all
 
     def result(self) -> list[pa.Table]:
         """The tables, in the order of the queries."""
@@ -295,14 +300,14 @@ class Pending:
             return [read_arrow(self._engine, sql, schema) for sql, schema in self._queries]
         assert self._folder is not None
         _, err = self._child.communicate()
-        if self._child.returncode != 0:
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            raise StorageError(
-                "reading the ledger in a second process failed: "
-                + (lines[-1] if lines else f"exit code {self._child.returncode}")
-            )
-        tables = sqlite_arrow.read_answers(self._folder, len(self._queries))
-        return [t.cast(schema) for t, (_, schema) in zip(tables, self._queries, strict=True)]
+        if self._child.returncode == 0:
+            tables = sqlite_arrow.read_answers(self._folder, len(self._queries))
+            return [t.cast(s) for t, (_, s) in zip(tables, self._queries, strict=True)]
+        # The second process is only a way to go faster: whatever stopped it (a query it
+        # cannot carry, memory, a path SQLite's URIs do not take), read here instead.
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        self.why_not_aside = lines[-1] if lines else f"exit code {self._child.returncode}"
+        return [read_arrow(self._engine, sql, schema) for sql, schema in self._queries]
 
     def close(self) -> None:
         """Stop the second process if it still runs, and remove what it wrote."""
@@ -320,8 +325,9 @@ def read_later(
     """Start read-only queries now and take their tables later (``result()``).
 
     With ``aside`` on a SQLite file, the queries run in a second process meanwhile, on
-    another core, each in a read transaction of its own; otherwise they run when the
-    result is asked for. Leaving the block stops the second process.
+    another core, each in a read transaction of its own; otherwise (or when that
+    process cannot start or fails) they run here when the result is asked for.
+    Leaving the block stops the second process.
     """
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not aside or not database or database == ":memory:" or not Path(database).is_file():
@@ -336,10 +342,15 @@ def read_later(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
+        except OSError as e:  # no interpreter to start: read here when asked
+            shutil.rmtree(folder, ignore_errors=True)
+            pending = Pending(engine, queries)
+            pending.why_not_aside = first_line(e)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        pending = Pending(engine, queries, child, folder)
+        else:
+            pending = Pending(engine, queries, child, folder)
     try:
         yield pending
     finally:
