@@ -478,7 +478,8 @@ def test_the_same_records_come_out_however_the_corpus_is_cut_into_batches(
     led: Ledger, tmp_path: Path
 ) -> None:
     """Records that may mention someone wait and go through the mention step together;
-    batches of 4 with the step run every 3 such records must give what one batch does."""
+    batches of 4 with the step run every 3 such records, or on 40 bytes of text at a
+    time, must give what one batch does."""
     from askfirst.gate import consent as consent_mod
     from askfirst.gate import corpus as corpus_mod
     from askfirst.gate import engine_duckdb
@@ -487,14 +488,21 @@ def test_the_same_records_come_out_however_the_corpus_is_cut_into_batches(
     rows = [{**r, "record_id": f"{r['record_id']}-{k}"} for k in range(7) for r in CORPUS]
     corpus = corpus_mod.find(write_jsonl(tmp_path / "c.jsonl", rows))
     outcomes = []
-    for name, sizes in (("whole", {}), ("cut", {"batch_rows": 4, "mention_rows": 3})):
+    cuts = (
+        ("whole", {}),
+        ("cut", {"batch_rows": 4, "mention_rows": 3}),
+        ("bytes", {"batch_rows": 9, "mention_bytes": 40}),  # a record or two at a time
+    )
+    for name, sizes in cuts:
         consent = consent_mod.gather(led, GENAI, AS_OF)
         plan = Plan(consent=consent, corpus=corpus, **sizes)
         out = engine_duckdb.run(plan, tmp_path / name)
         data = pq.read_table(tmp_path / name / "data").sort_by("record_id").to_pylist()
         outcomes.append((out, data))
-    (whole, whole_rows), (cut, cut_rows) = outcomes
-    assert cut_rows == whole_rows
+    (whole, whole_rows), (cut, cut_rows), (by_bytes, by_bytes_rows) = outcomes
+    assert cut_rows == whole_rows == by_bytes_rows
+    assert by_bytes.digest == whole.digest and by_bytes.lineage.equals(whole.lineage)
+    assert by_bytes.redacted_mentions == whole.redacted_mentions
     assert {r["record_id"].split("-")[0]: r["text"] for r in cut_rows} == CORPUS_OUT
     assert len(cut_rows) == 7 * len(CORPUS_OUT)
     assert (cut.output_records, cut.excluded, cut.redacted_mentions, cut.digest) == (

@@ -152,7 +152,16 @@ def _run(
     cur = con.cursor()
     writer = _Writer(data, plan.rows_per_file)
     counts: Counter[str] = Counter()
-    step = MentionStep(cur, plan.on_mention, finder, writer, counts, authors, plan.mention_rows)
+    step = MentionStep(
+        cur,
+        plan.on_mention,
+        finder,
+        writer,
+        counts,
+        authors,
+        plan.mention_rows,
+        plan.mention_bytes,
+    )
     seen = 0
     try:
         reader = con.sql(sql, params=params).to_arrow_reader(plan.batch_rows)

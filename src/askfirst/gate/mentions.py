@@ -183,16 +183,17 @@ class MentionStep:
         counts: Counter[str],
         authors: Authors,
         flush_rows: int = 131_072,
+        flush_bytes: int = 32 << 20,
     ) -> None:
         self.cur, self.on_mention, self.finder = cur, on_mention, finder
         self.sink, self.counts, self.authors = sink, counts, authors
-        self.flush_rows = flush_rows
+        self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.written = self.redacted = 0
         self.digest = [0, 0, 0, 0]
         self._waiting: list[pa.Table] = []
         self._hit_rows: list[int] = []
         self._hit_subjects: list[str] = []
-        self._buffered = 0
+        self._buffered = self._bytes = 0
 
     def add(self, table: pa.Table) -> None:
         """Count a batch's records by reason and take the usable ones. ``table`` has
@@ -224,24 +225,37 @@ class MentionStep:
         self._hit_subjects.extend(hit_subjects)
         self._waiting.append(cand)
         self._buffered += cand.num_rows
-        if self._buffered >= self.flush_rows:
+        self._bytes += cand.column("text").nbytes
+        if self._buffered >= self.flush_rows or self._bytes >= self.flush_bytes:
             self.flush()
 
     def flush(self) -> None:
-        """Put the waiting records through the mention query."""
+        """Put the waiting records through the mention query, at most ``flush_rows``
+        records and ``flush_bytes`` of text at a time (its memory grows with both)."""
         if not self._waiting:
             return
         cand = pa.concat_tables(self._waiting)
-        cand = cand.append_column("i", pa.array(np.arange(cand.num_rows), pa.int64()))
-        hits = pa.table(
-            {
-                "i": pa.array(self._hit_rows, pa.int64()),
-                "subject": pa.array(self._hit_subjects, pa.string()),
-            }
-        )
+        hit_rows = np.array(self._hit_rows, dtype=np.int64)
+        hit_subjects = pa.array(self._hit_subjects, pa.string())
         self._waiting, self._hit_rows, self._hit_subjects = [], [], []
-        self._buffered = 0
-        self._mentions(cand, hits)
+        self._buffered = self._bytes = 0
+        ends = np.cumsum(pc.binary_length(cand.column("text")).to_numpy(zero_copy_only=False))
+        start = 0
+        while start < cand.num_rows:
+            before = int(ends[start - 1]) if start else 0
+            fits = int(np.searchsorted(ends, before + self.flush_bytes, side="right"))
+            stop = max(start + 1, min(start + self.flush_rows, fits, cand.num_rows))
+            part = cand.slice(start, stop - start)
+            part = part.append_column("i", pa.array(np.arange(part.num_rows), pa.int64()))
+            mine = np.flatnonzero((hit_rows >= start) & (hit_rows < stop))
+            hits = pa.table(
+                {
+                    "i": pa.array(hit_rows[mine] - start, pa.int64()),
+                    "subject": hit_subjects.take(pa.array(mine, pa.int64())),
+                }
+            )
+            self._mentions(part, hits)
+            start = stop
 
     def _mentions(self, cand: pa.Table, hits: pa.Table) -> None:
         """Find who the records in ``cand`` mention, redact or drop, write them."""

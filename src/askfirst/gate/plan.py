@@ -66,6 +66,7 @@ class Plan:
     # Records that may mention someone wait until this many have gathered, then go
     # through the mention query together (it joins tables as big as the subjects).
     mention_rows: int = 131_072
+    mention_bytes: int = 32 << 20  # and at most this much of their text at a time
     rows_per_file: int = 4_000_000
     memory_limit: str = "512MB"  # DuckDB's share; below ~512MB 2M-subject tables fail
 
