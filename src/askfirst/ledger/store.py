@@ -6,7 +6,8 @@ power cut), and every write transaction starts with ``BEGIN IMMEDIATE`` so that
 writers queue for the chain head instead of failing half-way. PostgreSQL serialises
 appends with ``SELECT ... FOR UPDATE`` on the head row.
 Bulk reads (decisions for every subject) come back as Arrow columns: from PostgreSQL
-through ADBC, from SQLite through the sqlite3 module itself.
+through ADBC, from SQLite through the sqlite3 module itself (rows as CSV lines, see
+``sqlite_arrow``), where :func:`read_later` can run some in a second process meanwhile.
 """
 
 from __future__ import annotations
