@@ -101,13 +101,6 @@ def _directory(rows: pa.Table, protected: pa.Table) -> pa.Table:
     return rows.append_column(DIRECTORY_SCHEMA.field("protected"), flag)
 
 
-def read_directory(ledger: Ledger) -> pa.Table:
-    """Handles and names of every subject, and whether their names are protected."""
-    return _directory(
-        *(store.read_arrow(ledger.engine, sql, schema) for sql, schema in _DIRECTORY_QUERIES)
-    )
-
-
 def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Consent:
     """Pin the head and read the decisions and directory a build of ``purpose`` needs."""
     p = ledger.policy.purpose(purpose)

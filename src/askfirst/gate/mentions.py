@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from askfirst.gate.plan import MAX_MENTION_KEYS, OUTPUT_SCHEMA
+from askfirst.gate.plan import MAX_MENTION_KEYS, MENTION_BYTES, MENTION_ROWS, OUTPUT_SCHEMA
 from askfirst.gate.redaction import HANDLE_RE, NameFinder, redact
 
 # The row as hashed for the snapshot's content digest.
@@ -182,8 +182,8 @@ class MentionStep:
         sink: Sink,
         counts: Counter[str],
         authors: Authors,
-        flush_rows: int = 131_072,
-        flush_bytes: int = 32 << 20,
+        flush_rows: int = MENTION_ROWS,
+        flush_bytes: int = MENTION_BYTES,
     ) -> None:
         self.cur, self.on_mention, self.finder = cur, on_mention, finder
         self.sink, self.counts, self.authors = sink, counts, authors

@@ -52,6 +52,11 @@ EXCLUSION_REASONS: tuple[str, ...] = (
     "mention-not-consented",
 )
 ON_MENTION = ("redact", "drop")
+# Records that may mention someone wait until this many have gathered, then go through
+# the mention query together (it joins tables as big as the subjects), at most this
+# many and this much of their text at a time (its memory grows with both).
+MENTION_ROWS = 131_072
+MENTION_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,8 @@ class Plan:
     on_mention: str = "redact"
     never_used: tuple[str, ...] = tuple(NEVER_USED)
     batch_rows: int = 262_144
-    # Records that may mention someone wait until this many have gathered, then go
-    # through the mention query together (it joins tables as big as the subjects).
-    mention_rows: int = 131_072
-    mention_bytes: int = 32 << 20  # and at most this much of their text at a time
+    mention_rows: int = MENTION_ROWS
+    mention_bytes: int = MENTION_BYTES
     rows_per_file: int = 4_000_000
     memory_limit: str = "512MB"  # DuckDB's share; below ~512MB 2M-subject tables fail
 

@@ -298,7 +298,7 @@ class Pending:
     def result(self) -> list[pa.Table]:
         """The tables, in the order of the queries."""
         if self._child is None:
-            return [read_arrow(self._engine, sql, schema) for sql, schema in self._queries]
+            return self._read_here()
         assert self._folder is not None
         _, err = self._child.communicate()
         if self._child.returncode == 0:
@@ -308,6 +308,9 @@ class Pending:
         # cannot carry, memory, a path SQLite's URIs do not take), read here instead.
         lines = err.decode("utf-8", "replace").strip().splitlines()
         self.why_not_aside = lines[-1] if lines else f"exit code {self._child.returncode}"
+        return self._read_here()
+
+    def _read_here(self) -> list[pa.Table]:
         return [read_arrow(self._engine, sql, schema) for sql, schema in self._queries]
 
     def close(self) -> None:
