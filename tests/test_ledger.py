@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from askfirst import (
@@ -31,9 +34,12 @@ from askfirst import (
     UnknownSubject,
     load_policy,
 )
+from askfirst.gate.manifest import LedgerHeadRef, SnapshotManifest
 from askfirst.ledger import tables
 from askfirst.ledger.events import GENESIS, event_hash
 from askfirst.ledger.imports import import_events, import_subjects
+from askfirst.ledger.store import MIGRATIONS
+from askfirst.lineage import list_snapshots, record, snapshots_of
 from askfirst.times import iso, to_micros
 
 GENAI = "genai-training"
@@ -633,7 +639,9 @@ def test_open_with_create_twice_keeps_the_data(db_url: str) -> None:
 def test_tables_metadata_matches_the_migrated_schema(db_url: str, empty_db: sa.Engine) -> None:
     Ledger.open(db_url, create=True).close()
     with empty_db.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": tables.described}
+        )
         assert compare_metadata(context, tables.metadata) == []
         # the comparison does look at this schema: a column the database lacks shows up
         changed = sa.MetaData()
@@ -642,6 +650,138 @@ def test_tables_metadata_matches_the_migrated_schema(db_url: str, empty_db: sa.E
         changed.tables["events"].append_column(sa.Column("extra", sa.Integer))
         diff = compare_metadata(context, changed)
         assert [(d[0], d[3].name) for d in diff] == [("add_column", "extra")]
+
+
+def manifest(n: int) -> SnapshotManifest:
+    """A snapshot registry entry of no interest beyond its lineage."""
+    return SnapshotManifest(
+        snapshot_id=f"{n:064x}",
+        purpose=GENAI,
+        purpose_version=1,
+        as_of="2026-01-01T00:00:00Z",
+        policy_hash="0" * 64,
+        ledger_head=LedgerHeadRef(seq=0, hash=GENESIS),
+        engine="duckdb",
+        on_mention="redact",
+        corpus="corpus.jsonl",
+        input_records=0,
+        output_records=0,
+        excluded={},
+        redacted_mentions=0,
+        subjects_as_author=0,
+        subjects_as_mention=0,
+        files=[],
+        started_at="2026-01-01T00:00:00Z",
+        finished_at="2026-01-01T00:00:00Z",
+    )
+
+
+def lineage_rows(*held: tuple[str, int, int]) -> pa.Table:
+    subjects, authors, mentions = zip(*held, strict=True)
+    return pa.table(
+        {
+            "subject_id": pa.array(subjects),
+            "author_records": pa.array(authors, pa.int64()),
+            "mention_records": pa.array(mentions, pa.int64()),
+        }
+    )
+
+
+def held(led: Ledger, subject: str) -> list[tuple[str, int, int]]:
+    return [
+        (s["snapshot_id"][-1:], s["author_records"], s["mention_records"])
+        for s in snapshots_of(led, subject)
+    ]
+
+
+def partitions(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = 'lineage'::regclass"
+                )
+            ).scalars()
+        )
+
+
+def test_lineage_recorded_before_partitioning_survives_the_upgrade_and_back(
+    db_url: str, empty_db: sa.Engine
+) -> None:
+    def migrate(to: str, how: Callable[[Config, str], None] = command.upgrade) -> None:
+        with empty_db.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            how(cfg, to)
+
+    migrate("0004")
+    with empty_db.begin() as conn:
+        for n in (1, 2):
+            entry = manifest(n)
+            conn.execute(
+                sa.insert(tables.snapshots).values(
+                    snapshot_id=entry.snapshot_id, purpose=GENAI, as_of=0, head_seq=0,
+                    head_hash=GENESIS, policy_hash="0" * 64, engine="duckdb",
+                    on_mention="redact", corpus="c", path=f"/s/{n}", status="live",
+                    created_at=0, manifest=json.dumps(entry.to_json()),
+                )
+            )  # fmt: skip
+        conn.execute(
+            sa.insert(tables.lineage),
+            [
+                {"snapshot": 1, "subject_id": "m1", "author_records": 3, "mention_records": 0},
+                {"snapshot": 2, "subject_id": "m1", "author_records": 0, "mention_records": 2},
+                {"snapshot": 2, "subject_id": "m2", "author_records": 5, "mention_records": 0},
+            ],
+        )
+    migrate("head")
+    with Ledger.open(db_url, load_policy()) as led:
+        assert held(led, "m1") == [("2", 0, 2), ("1", 3, 0)]
+        record(led, manifest(3), "/s/3", lineage_rows(("m1", 1, 1), ("m3", 4, 0)))
+        assert held(led, "m1") == [("3", 1, 1), ("2", 0, 2), ("1", 3, 0)]
+        assert held(led, "m2") == [("2", 5, 0)]
+        assert held(led, "m3") == [("3", 4, 0)]
+    if "postgresql" in db_url:
+        # the old rows became one partition; the new snapshot's rows have one of their own
+        assert partitions(empty_db) == {"lineage_0004", "lineage_3"}
+    with empty_db.connect() as conn:
+        before = sorted(tuple(r) for r in conn.execute(sa.select(tables.lineage)))
+    migrate("0004", command.downgrade)
+    with empty_db.connect() as conn:
+        assert sorted(tuple(r) for r in conn.execute(sa.select(tables.lineage))) == before
+        assert len(before) == 5
+    migrate("head")
+    with empty_db.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": tables.described}
+        )
+        assert compare_metadata(context, tables.metadata) == []
+
+
+def test_lineage_that_cannot_be_recorded_leaves_nothing_behind(
+    db_url: str, empty_db: sa.Engine
+) -> None:
+    with Ledger.open(db_url, load_policy(), create=True) as led:
+        twice = lineage_rows(("m1", 1, 0), ("m2", 1, 0), ("m1", 2, 0))
+        with pytest.raises(StorageError, match="could not record the snapshot's lineage"):
+            record(led, manifest(1), "/s/1", twice)
+
+        def fail() -> None:
+            raise OSError("the folder could not be moved into place")
+
+        with pytest.raises(OSError, match="moved into place"):
+            record(led, manifest(2), "/s/2", lineage_rows(("m1", 1, 0)), before_commit=fail)
+        assert list_snapshots(led) == []
+        assert held(led, "m1") == []
+        if "postgresql" in db_url:
+            assert partitions(empty_db) == set()
+            assert not [t for t in sa.inspect(empty_db).get_table_names() if t[-1].isdigit()]
+        # and the next build records as if nothing had happened
+        record(led, manifest(3), "/s/3", lineage_rows(("m1", 1, 0), ("m2", 0, 1)))
+        assert held(led, "m1") == [("3", 1, 0)]
+        assert held(led, "m2") == [("3", 0, 1)]
 
 
 def test_open_without_schema_says_to_run_init(db_url: str, empty_db: sa.Engine) -> None:

@@ -174,7 +174,8 @@ Index("ix_snapshots_snapshot_id", snapshots.c.snapshot_id)
 Index("ix_snapshots_purpose_status", snapshots.c.purpose, snapshots.c.status)
 
 # Keyed by snapshot first, so that a build's rows go in at the end of the index; finding a
-# subject's snapshots probes this key once per snapshot (see askfirst.lineage).
+# subject's snapshots probes this key once per snapshot (see askfirst.lineage). On
+# PostgreSQL each snapshot's rows are a partition of their own (migration 0005).
 lineage = Table(
     "lineage",
     metadata,
@@ -186,7 +187,15 @@ lineage = Table(
     # that a task can name the shards that hold it; NULL when there are too many to list.
     Column("mention_keys", Text),
     sqlite_with_rowid=False,
+    postgresql_partition_by="LIST (snapshot)",
 )
+
+
+def described(name: str | None, type_: str, parent_names: object = None) -> bool:
+    """Whether a database object is one this metadata describes, for Alembic's
+    comparisons: the lineage's partitions (``lineage_<n>``) come and go with snapshots."""
+    return not (type_ == "table" and name is not None and name.startswith("lineage_"))
+
 
 # A withdrawal (or closure, death, ...) that reached a snapshot holding the subject's data.
 withdrawals = Table(
