@@ -269,16 +269,16 @@ class MentionStep:
         keep_mask = [True] * cand.num_rows
         changed = False
         rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
+        # Only records that mention someone who said no come to Python.
+        bad_rows = found.filter(pc.greater(found.column("n_bad"), 0))
         for k, bad, handles, names, subjects in zip(
-            found.column("i").to_pylist(),
-            found.column("n_bad").to_pylist(),
-            found.column("bad_handles").to_pylist(),
-            found.column("bad_names").to_pylist(),
-            found.column("bad_subjects").to_pylist(),
+            bad_rows.column("i").to_pylist(),
+            bad_rows.column("n_bad").to_pylist(),
+            bad_rows.column("bad_handles").to_pylist(),
+            bad_rows.column("bad_names").to_pylist(),
+            bad_rows.column("bad_subjects").to_pylist(),
             strict=True,
         ):
-            if not bad:
-                continue
             if self.on_mention == "drop":
                 keep_mask[k] = False
                 self.counts["mention-not-consented"] += 1
