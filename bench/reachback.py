@@ -454,7 +454,8 @@ def profile_path(led: Ledger, subjects: list[str]) -> dict[str, Any]:
     )
     for ms, calls, text in by_stmt[:8]:
         log(f"    {ms:9.2f} ms  x{calls:.0f}  {text}")
-    log(f"  plan of the look-up of the subject's snapshots: {' / '.join(plan)}")
+    shown = plan if len(plan) <= 10 else [*plan[:6], "...", *plan[-2:]]
+    log(f"  plan of the look-up of the subject's snapshots: {' / '.join(shown)}")
     return {
         "append_median_ms": statistics.median(totals),
         "propagate_median_ms": statistics.median(spent),
@@ -468,9 +469,14 @@ def explain_lookup(led: Ledger, subject: str) -> list[str]:
     """The plan of propagate's look-up of one subject in the lineage of held snapshots."""
     with led.engine.connect() as conn:
         ids = sorted(r.id for r in conn.execute(askfirst.propagation._HELD_SNAPSHOTS))
-        q = askfirst.propagation._LINEAGE_OF.params(ids=ids, sid=subject)
-        sql = str(q.compile(dialect=led.engine.dialect, compile_kwargs={"literal_binds": True}))
         pg = led.engine.dialect.name == "postgresql"
+        if pg:  # the numbers joined, one partition probed each (see lineage_of)
+            sql = askfirst.propagation._LINEAGE_OF_PG.text.replace(
+                ":ids", "'{" + ",".join(map(str, ids)) + "}'"
+            ).replace(":sid", f"'{subject}'")
+        else:
+            q = askfirst.propagation._LINEAGE_OF.params(ids=ids, sid=subject)
+            sql = str(q.compile(dialect=led.engine.dialect, compile_kwargs={"literal_binds": True}))
         prefix = "EXPLAIN ANALYZE " if pg else "EXPLAIN QUERY PLAN "
         return [" ".join(str(c) for c in row) for row in conn.exec_driver_sql(prefix + sql)]
 

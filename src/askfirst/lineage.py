@@ -27,8 +27,8 @@ from askfirst.gate.manifest import SnapshotManifest
 from askfirst.ledger import store
 from askfirst.ledger.events import Event
 from askfirst.ledger.ledger import Ledger
-from askfirst.ledger.tables import events, lineage, snapshots
-from askfirst.propagation import propagate, queue_rebuilt
+from askfirst.ledger.tables import events, snapshots
+from askfirst.propagation import lineage_of, propagate, queue_rebuilt
 
 _COLUMNS = ("subject_id", "author_records", "mention_records", "mention_keys")
 
@@ -79,7 +79,7 @@ def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
     part = f"lineage_{n}"
     table = pa.table(
         {
-            "snapshot": pa.array(itertools.repeat(n, rows.num_rows), pa.int32()),
+            "snapshot": pa.repeat(pa.scalar(n, pa.int32()), rows.num_rows),
             **{c: rows.column(c) for c in _COLUMNS},
         }
     )
@@ -212,19 +212,9 @@ def snapshots_of(ledger: Ledger, subject: str) -> list[dict[str, Any]]:
     """The snapshots that hold ``subject``'s data, newest first, with counts and role."""
     out = []
     with ledger.engine.connect() as conn:
-        # One key probe per registered snapshot, named in the query: on PostgreSQL the
-        # plan then holds just those partitions, whatever else the lineage holds.
-        numbers = list(conn.execute(select(snapshots.c.id)).scalars())
-        if not numbers:
-            return []
-        held = {
-            row.snapshot: row
-            for row in conn.execute(
-                select(
-                    lineage.c.snapshot, lineage.c.author_records, lineage.c.mention_records
-                ).where(lineage.c.snapshot.in_(numbers), lineage.c.subject_id == subject)
-            )
-        }
+        # The registered snapshots first, then one key probe of the lineage each.
+        numbers = conn.execute(select(snapshots.c.id)).scalars()
+        held = {row.snapshot: row for row in lineage_of(conn, subject, numbers)}
         if not held:
             return []
         rows = conn.execute(

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 from askfirst import times
 from askfirst.gate.plan import shard_key, shards_of
@@ -57,6 +57,15 @@ _LINEAGE_OF = select(
 ).where(
     lineage.c.snapshot.in_(bindparam("ids", expanding=True)),
     lineage.c.subject_id == bindparam("sid"),
+)
+# On PostgreSQL, where each snapshot is a partition, the numbers are joined rather than
+# listed: each probe then reaches just its own partition (pruned as it runs), where an
+# IN list is planned for, and checked inside, every partition it names (12 ms against
+# 2.6 ms with 100 snapshots).
+_LINEAGE_OF_PG = text(
+    "SELECT l.snapshot, l.author_records, l.mention_records, l.mention_keys "
+    "FROM unnest(CAST(:ids AS INTEGER[])) AS s(n) "
+    "JOIN lineage l ON l.snapshot = s.n AND l.subject_id = :sid"
 )
 _EVENTS_OF = select(*events.c).where(events.c.subject_id == bindparam("sid")).order_by(events.c.seq)
 
@@ -112,10 +121,21 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
     return done
 
 
+def lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequence[Any]:
+    """``subject``'s lineage rows (snapshot, author_records, mention_records,
+    mention_keys) in the snapshots ``numbers``: one key probe per snapshot."""
+    params = {"ids": sorted(numbers), "sid": subject}
+    if not params["ids"]:
+        return []
+    if conn.dialect.name == "postgresql":
+        return conn.execute(_LINEAGE_OF_PG, params).all()
+    return conn.execute(_LINEAGE_OF, params).all()
+
+
 def holding(conn: Connection, subject: str, snaps: dict[int, Any]) -> list[Held]:
     """Which of ``snaps`` (registry rows by number) hold ``subject``'s data, and how."""
     out = []
-    for r in conn.execute(_LINEAGE_OF, {"ids": sorted(snaps), "sid": subject}):
+    for r in lineage_of(conn, subject, snaps):
         snap = snaps[r.snapshot]
         out.append(
             Held(

@@ -72,7 +72,9 @@ def create(url: str, *, must_exist: bool = False) -> Engine:
         _sqlite_setup(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        _postgres_setup(engine)
+        return engine
     raise StorageError(
         f"database URL {url!r}: askfirst supports sqlite:/// and postgresql:// databases"
     )
@@ -101,6 +103,17 @@ def _sqlite_setup(engine: Engine) -> None:
     def _begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("askfirst_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _postgres_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # askfirst's statements are key look-ups and short writes, which JIT compiling
+        # only slows down; and a look-up across many lineage partitions is estimated
+        # dear enough (each partition counted once per probe) to be compiled: 15 ms
+        # for a query that runs in 3.
+        dbapi_conn.execute("SET jit = off")
+        dbapi_conn.commit()
 
 
 @contextmanager
