@@ -27,8 +27,8 @@ from askfirst.gate.manifest import SnapshotManifest
 from askfirst.ledger import store
 from askfirst.ledger.events import Event
 from askfirst.ledger.ledger import Ledger
-from askfirst.ledger.tables import events, snapshots
-from askfirst.propagation import lineage_of, propagate, queue_rebuilt
+from askfirst.ledger.tables import events, lineage, snapshots
+from askfirst.propagation import propagate, queue_rebuilt
 
 _COLUMNS = ("subject_id", "author_records", "mention_records", "mention_keys")
 
@@ -210,30 +210,32 @@ def _snapshot_json(row: Any, numbers: dict[int, str] | None = None) -> dict[str,
 
 def snapshots_of(ledger: Ledger, subject: str) -> list[dict[str, Any]]:
     """The snapshots that hold ``subject``'s data, newest first, with counts and role."""
-    out = []
+    # For each registered snapshot (its registry entry, without the manifest), one probe
+    # of the lineage's key; on PostgreSQL each probe reaches only that snapshot's
+    # partition, pruned as the query runs.
+    q = (
+        select(
+            *(c for c in snapshots.c if c.name not in ("manifest", "corpus")),
+            lineage.c.author_records,
+            lineage.c.mention_records,
+        )
+        .join(lineage, (lineage.c.snapshot == snapshots.c.id) & (lineage.c.subject_id == subject))
+        .order_by(snapshots.c.id.desc())
+    )
     with ledger.engine.connect() as conn:
-        # The registered snapshots first, then one key probe of the lineage each.
-        numbers = conn.execute(select(snapshots.c.id)).scalars()
-        held = {row.snapshot: row for row in lineage_of(conn, subject, numbers)}
-        if not held:
-            return []
-        rows = conn.execute(
-            select(*(c for c in snapshots.c if c.name not in ("manifest", "corpus")))
-            .where(snapshots.c.id.in_(held))
-            .order_by(snapshots.c.id.desc())
-        ).all()
+        rows = conn.execute(q).all()
         names = links(conn, rows)
+    out = []
     for row in rows:
-        counts = held[row.id]
         entry = _snapshot_json(row, names)
         roles = []
-        if counts.author_records:
+        if row.author_records:
             roles.append("author")
-        if counts.mention_records:
+        if row.mention_records:
             roles.append("mention")
         entry.update(
-            author_records=counts.author_records,
-            mention_records=counts.mention_records,
+            author_records=row.author_records,
+            mention_records=row.mention_records,
             roles=roles,
         )
         out.append(entry)
