@@ -470,7 +470,7 @@ def explain_lookup(led: Ledger, subject: str) -> list[str]:
     with led.engine.connect() as conn:
         ids = sorted(r.id for r in conn.execute(askfirst.propagation._HELD_SNAPSHOTS))
         pg = led.engine.dialect.name == "postgresql"
-        if pg:  # the numbers joined, one partition probed each (see lineage_of)
+        if pg:  # the numbers joined, one partition probed each (see propagation._lineage_of)
             sql = askfirst.propagation._LINEAGE_OF_PG.text.replace(
                 ":ids", "'{" + ",".join(map(str, ids)) + "}'"
             ).replace(":sid", f"'{subject}'")

@@ -87,14 +87,20 @@ def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
     raw: Any = conn.connection.dbapi_connection
     with raw.cursor() as cur:
         cur.execute(f"CREATE TABLE {part} (LIKE lineage, CHECK (snapshot = {n}))")
+        # FREEZE: the table is new in this transaction, so its rows can be written
+        # frozen and visible to all: no later pass sets their hint bits or freezes them,
+        # and a look-up can trust the index alone.
         with cur.copy(
-            f"COPY {part} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)"
+            f"COPY {part} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv, FREEZE)"
         ) as copy:
             for batch in table.to_batches(max_chunksize=_CSV_ROWS):
                 buf = io.BytesIO()
                 pacsv.write_csv(batch, buf, options)
                 copy.write(buf.getbuffer())
-        cur.execute(f"ALTER TABLE {part} ADD PRIMARY KEY (snapshot, subject_id)")
+        cur.execute(
+            f"ALTER TABLE {part} ADD PRIMARY KEY (snapshot, subject_id) "
+            "INCLUDE (author_records, mention_records)"
+        )
         cur.execute(f"ALTER TABLE lineage ATTACH PARTITION {part} FOR VALUES IN ({n})")
         # Statistics from a small sample (tens of ms), so that the planner knows a
         # subject is one row here before autovacuum gets round to the new table.

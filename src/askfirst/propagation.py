@@ -121,7 +121,7 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
     return done
 
 
-def lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequence[Any]:
+def _lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequence[Any]:
     """``subject``'s lineage rows (snapshot, author_records, mention_records,
     mention_keys) in the snapshots ``numbers``: one key probe per snapshot."""
     params = {"ids": sorted(numbers), "sid": subject}
@@ -135,7 +135,7 @@ def lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequen
 def holding(conn: Connection, subject: str, snaps: dict[int, Any]) -> list[Held]:
     """Which of ``snaps`` (registry rows by number) hold ``subject``'s data, and how."""
     out = []
-    for r in lineage_of(conn, subject, snaps):
+    for r in _lineage_of(conn, subject, snaps):
         snap = snaps[r.snapshot]
         out.append(
             Held(

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -175,17 +176,24 @@ Index("ix_snapshots_purpose_status", snapshots.c.purpose, snapshots.c.status)
 
 # Keyed by snapshot first, so that a build's rows go in at the end of the index; finding a
 # subject's snapshots probes this key once per snapshot (see askfirst.lineage). On
-# PostgreSQL each snapshot's rows are a partition of their own (migration 0005).
+# PostgreSQL each snapshot's rows are a partition of their own (migration 0005), and the
+# key carries the counts, so that a probe reads the index alone (as SQLite's table
+# without rowids does).
 lineage = Table(
     "lineage",
     metadata,
-    Column("snapshot", Integer, primary_key=True, autoincrement=False),
-    Column("subject_id", String(255), primary_key=True),
+    Column("snapshot", Integer, nullable=False, autoincrement=False),
+    Column("subject_id", String(255), nullable=False),
     Column("author_records", BigInteger, nullable=False),
     Column("mention_records", BigInteger, nullable=False),
     # The shard keys of the records that kept a mention of the subject (a JSON array), so
     # that a task can name the shards that hold it; NULL when there are too many to list.
     Column("mention_keys", Text),
+    PrimaryKeyConstraint(
+        "snapshot",
+        "subject_id",
+        postgresql_include=["author_records", "mention_records"],
+    ),
     sqlite_with_rowid=False,
     postgresql_partition_by="LIST (snapshot)",
 )

@@ -2,9 +2,11 @@
 
 A build then copies its lineage into a table of its own with no index, builds the key
 in one sorted pass and attaches the table as the snapshot's partition: far cheaper than
-inserting two million keys one by one into a shared B-tree. Lineage recorded before this
-revision becomes one partition holding every snapshot registered so far. SQLite keeps
-one table (its bulk insert is fast enough as it is).
+inserting two million keys one by one into a shared B-tree. The key includes the counts,
+so that a look-up reads the index alone. Lineage recorded before this revision becomes
+one partition holding every snapshot registered so far. SQLite keeps one table (its bulk
+insert is fast enough as it is, and a table without rowids already holds each row in its
+key).
 
 Revision ID: 0005
 Revises: 0004
@@ -25,16 +27,23 @@ _COLUMNS = """
     author_records BIGINT NOT NULL,
     mention_records BIGINT NOT NULL,
     mention_keys TEXT,
-    CONSTRAINT {pkey} PRIMARY KEY (snapshot, subject_id)"""
+    CONSTRAINT {pkey} PRIMARY KEY (snapshot, subject_id){include}"""
+_INCLUDE = " INCLUDE (author_records, mention_records)"
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("ALTER TABLE lineage RENAME TO lineage_0004")
-    op.execute("ALTER TABLE lineage_0004 RENAME CONSTRAINT lineage_pkey TO lineage_0004_pkey")
+    # The key gains the counts (a look-up then reads the index alone), so it is built
+    # again for the rows already there.
+    op.execute("ALTER TABLE lineage_0004 DROP CONSTRAINT lineage_pkey")
     op.execute(
-        f"CREATE TABLE lineage ({_COLUMNS.format(pkey='lineage_pkey')}) "
+        "ALTER TABLE lineage_0004 ADD CONSTRAINT lineage_0004_pkey "
+        f"PRIMARY KEY (snapshot, subject_id){_INCLUDE}"
+    )
+    op.execute(
+        f"CREATE TABLE lineage ({_COLUMNS.format(pkey='lineage_pkey', include=_INCLUDE)}) "
         "PARTITION BY LIST (snapshot)"
     )
     # Every lineage row belongs to a registered snapshot (both go in one transaction),
@@ -50,7 +59,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(f"CREATE TABLE lineage_plain ({_COLUMNS.format(pkey='lineage_plain_pkey')})")
+    op.execute(
+        f"CREATE TABLE lineage_plain ({_COLUMNS.format(pkey='lineage_plain_pkey', include='')})"
+    )
     op.execute("INSERT INTO lineage_plain SELECT * FROM lineage")
     op.execute("DROP TABLE lineage CASCADE")
     op.execute("ALTER TABLE lineage_plain RENAME TO lineage")
