@@ -515,7 +515,7 @@ def test_the_same_records_come_out_however_the_corpus_is_cut_into_batches(
     assert cut.lineage.equals(whole.lineage)
 
 
-def test_a_big_ledger_reads_its_directory_in_a_second_process_to_the_same_snapshot(
+def test_a_big_ledger_reads_its_directory_and_choices_in_other_processes_to_the_same_snapshot(
     led: Ledger, tmp_path: Path, snaps: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import subprocess
@@ -535,11 +535,43 @@ def test_a_big_ledger_reads_its_directory_in_a_second_process_to_the_same_snapsh
 
     monkeypatch.setattr(store.subprocess, "Popen", Spy)
     aside, out_aside = build(led, corpus, snaps / "two")
-    # On SQLite the directory really was read by a second process.
-    assert len(started) == (1 if led.engine.dialect.name == "sqlite" else 0)
+    # On SQLite the directory, and the choices and notices, really were read by two
+    # other processes.
+    assert len(started) == (2 if led.engine.dialect.name == "sqlite" else 0)
     assert out_aside == out == CORPUS_OUT
     assert aside.snapshot_id == plain.snapshot_id
     assert aside.redacted_mentions == plain.redacted_mentions == 3
+
+
+@pytest.mark.parametrize("when", ["as-of-before-head", "as-of-now"])
+def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_build(
+    led: Ledger, tmp_path: Path, snaps: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The build's choices are read apart from its subjects (in a second process on a
+    big ledger): an append between the reads must not make a mix of two heads."""
+    from askfirst import decisions as decisions_mod
+
+    # Before the head, the build combines two reads; at or after it, it reads one.
+    as_of = AS_OF if when == "as-of-before-head" else datetime.now(UTC)
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
+    before, out_before = build(led, corpus, snaps / "before", as_of=as_of)
+    read = decisions_mod._read_subjects
+
+    def read_then_append(ledger: Ledger) -> pa.Table:
+        table = read(ledger)
+        monkeypatch.setattr(decisions_mod, "_read_subjects", read)  # once
+        led.append(choice("bob", "withdraw", datetime.now(UTC)))
+        return table
+
+    monkeypatch.setattr(decisions_mod, "_read_subjects", read_then_append)
+    during, out = build(led, corpus, snaps / "during", as_of=as_of)
+    # Built against the head it pinned, without the withdrawal: the same snapshot ...
+    assert during.ledger_head == before.ledger_head
+    assert out == out_before and {"p1", "p3", "p4"} <= set(out)  # bob's posts
+    assert during.snapshot_id == before.snapshot_id
+    # ... and the withdrawal reached it as soon as it was registered.
+    (entry,) = [e for e in listed(led.url) if Path(e["path"]).name == "during"]
+    assert entry["status"] == "stale"
 
 
 def test_a_csv_corpus_gives_the_same_snapshot(led: Ledger, tmp_path: Path, snaps: Path) -> None:

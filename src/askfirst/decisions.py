@@ -292,26 +292,34 @@ def _read_current_all(ledger: Ledger, p: Purpose) -> pa.Table:
     return store.read_arrow(ledger.engine, _current_sql(p, ""), STATE_SCHEMA)
 
 
-def _scan_current(ledger: Ledger, p: Purpose) -> pa.Table:
-    subject = store.read_arrow(
+def side_queries(p: Purpose) -> list[tuple[str, pa.Schema]]:
+    """The reads of the current state besides ``subject_state``: every subject's choice
+    and notice for ``p`` (the gate runs them in a second process; see
+    :func:`decisions_at_head`)."""
+    return [
+        (
+            "SELECT subject_id, action AS choice_action, notice_version AS choice_version, "
+            f"seq AS choice_seq FROM choice_state WHERE purpose = '{p.name}'",
+            _CHOICES,
+        ),
+        (
+            "SELECT subject_id, seq AS notice_seq, recorded_at AS notice_at FROM notice_state "
+            f"WHERE purpose = '{p.name}' AND version = {int(p.version)}",
+            _NOTICES,
+        ),
+    ]
+
+
+def _read_subjects(ledger: Ledger) -> pa.Table:
+    return store.read_arrow(
         ledger.engine,
         "SELECT subject_id, registered_seq, jurisdiction, jurisdiction_seq, status, "
         "status_seq, minor, minor_seq, gpc_seq FROM subject_state",
         _SUBJECT_STATE,
     )
-    choices = store.read_arrow(
-        ledger.engine,
-        "SELECT subject_id, action AS choice_action, notice_version AS choice_version, "
-        "seq AS choice_seq FROM choice_state "
-        f"WHERE purpose = '{p.name}'",
-        _CHOICES,
-    )
-    notices = store.read_arrow(
-        ledger.engine,
-        "SELECT subject_id, seq AS notice_seq, recorded_at AS notice_at FROM notice_state "
-        f"WHERE purpose = '{p.name}' AND version = {int(p.version)}",
-        _NOTICES,
-    )
+
+
+def _join_state(subject: pa.Table, choices: pa.Table, notices: pa.Table) -> pa.Table:
     con = _duckdb()
     for name, table in (("s_", subject), ("c_", choices), ("n_", notices)):
         con.register(name, table)
@@ -325,6 +333,29 @@ def _scan_current(ledger: Ledger, p: Purpose) -> pa.Table:
         for name in ("s_", "c_", "n_"):
             con.unregister(name)
     return joined.select(STATE_SCHEMA.names).cast(STATE_SCHEMA)
+
+
+def _scan_current(ledger: Ledger, p: Purpose) -> pa.Table:
+    subject = _read_subjects(ledger)
+    choices, notices = (store.read_arrow(ledger.engine, q, s) for q, s in side_queries(p))
+    return _join_state(subject, choices, notices)
+
+
+def decisions_at_head(
+    ledger: Ledger, purpose: Purpose, head: Head, at: int, side: Callable[[], list[pa.Table]]
+) -> pa.Table:
+    """What :func:`decisions_pinned` gives for an ``at`` at or after the head's time, with
+    the :func:`side_queries` read elsewhere meanwhile: ``side()`` waits for their tables.
+
+    ``head`` must have been taken before those reads began: if anything was appended
+    since, the reads may not be one state, and the decisions are read again the careful
+    way.
+    """
+    subject = _read_subjects(ledger)
+    choices, notices = side()
+    if at >= head.recorded_at and ledger.head().seq == head.seq:
+        return evaluate_many(_join_state(subject, choices, notices), ledger.policy, purpose, at)
+    return decisions_pinned(ledger, purpose, head, at)
 
 
 _LIST_LIMIT = 50_000  # longer lists load every subject and filter in DuckDB

@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from askfirst import times
-from askfirst.decisions import _duckdb, decisions_pinned, release_duckdb
+from askfirst.decisions import (
+    _duckdb,
+    decisions_at_head,
+    decisions_pinned,
+    release_duckdb,
+    side_queries,
+)
 from askfirst.errors import InputError
 from askfirst.ledger import store
 from askfirst.ledger.ledger import Head, Ledger
@@ -109,13 +115,26 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     if at > times.to_micros(times.now()):
         raise InputError(f"as-of {times.iso(at)} is in the future")
     aside = store.has_rows(ledger.engine, "subjects", ASIDE_SUBJECTS)
-    with store.read_later(ledger.engine, _DIRECTORY_QUERIES, aside=aside) as pending:
-        at_as_of = decisions_pinned(ledger, p, head, at)
-        if at >= head.recorded_at or not p.reaches_back:
-            # Nothing was recorded after the as-of time (or the purpose does not look back).
-            decisions = at_as_of.cast(DECISIONS_SCHEMA)
+    # The decisions at the head come from the current-state tables. On a big SQLite
+    # ledger, their choices and notices are read in one second process and the
+    # directory in another, while ``subject_state`` is read here.
+    at_head = at >= head.recorded_at or p.reaches_back
+    side = side_queries(p) if at_head else []
+    with (
+        store.read_later(ledger.engine, _DIRECTORY_QUERIES, aside=aside) as directory_read,
+        store.read_later(ledger.engine, side, aside=aside and bool(side)) as side_read,
+    ):
+        if at >= head.recorded_at:
+            # Nothing was recorded after the as-of time.
+            decisions = decisions_at_head(ledger, p, head, at, side_read.result)
+        elif not p.reaches_back:
+            decisions = decisions_pinned(ledger, p, head, at)
         else:
-            decisions = combine(at_as_of, decisions_pinned(ledger, p, head, head.recorded_at))
-        directory = _directory(*pending.result())
+            decisions = combine(
+                decisions_pinned(ledger, p, head, at),
+                decisions_at_head(ledger, p, head, head.recorded_at, side_read.result),
+            )
+        directory = _directory(*directory_read.result())
+        decisions = decisions.cast(DECISIONS_SCHEMA)
     release_duckdb()  # what the reads cached is not needed while the build streams
     return Consent(p, at, head, ledger.policy.hash, decisions, directory)
