@@ -294,7 +294,7 @@ def _read_current_all(ledger: Ledger, p: Purpose) -> pa.Table:
 
 def side_queries(p: Purpose) -> list[tuple[str, pa.Schema]]:
     """The reads of the current state besides ``subject_state``: every subject's choice
-    and notice for ``p`` (the gate runs them in a second process; see
+    and notice for ``p`` (the gate runs them in a process of their own; see
     :func:`decisions_at_head`)."""
     return [
         (

@@ -118,8 +118,8 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     # The decisions at the head come from the current-state tables. On a big SQLite
     # ledger, their choices and notices are read in one second process and the
     # directory in another, while ``subject_state`` is read here.
-    at_head = at >= head.recorded_at or p.reaches_back
-    side = side_queries(p) if at_head else []
+    head_needed = at >= head.recorded_at or p.reaches_back
+    side = side_queries(p) if head_needed else []
     with (
         store.read_later(ledger.engine, _DIRECTORY_QUERIES, aside=aside) as directory_read,
         store.read_later(ledger.engine, side, aside=aside and bool(side)) as side_read,
