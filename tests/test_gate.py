@@ -31,14 +31,17 @@ from askfirst import (
     Ledger,
     NewEvent,
     SnapshotManifest,
+    StorageError,
     SubjectIn,
     build_snapshot,
     decide,
+    load_policy,
     read_snapshot,
     snapshots_of,
 )
 from askfirst.cli import app
 from askfirst.lineage import list_snapshots
+from conftest import fresh_pg_url
 
 GENAI = "genai-training"
 RESEARCH = "third-party-research"
@@ -572,6 +575,41 @@ def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_bu
     # ... and the withdrawal reached it as soon as it was registered.
     (entry,) = [e for e in listed(led.url) if Path(e["path"]).name == "during"]
     assert entry["status"] == "stale"
+
+
+@pytest.mark.postgres
+def test_a_role_that_cannot_attach_lineage_fails_before_the_build_and_writes_nothing(
+    pg_admin: sa.Engine, tmp_path: Path, snaps: Path
+) -> None:
+    """On PostgreSQL a build attaches its lineage as a partition, which takes owning the
+    table: a role with only read and write rights is told so before any work is done."""
+    import uuid
+
+    url, schema = fresh_pg_url(pg_admin)
+    role = f"r_{uuid.uuid4().hex[:12]}"
+    try:
+        world(Ledger.open(url, load_policy(), create=True)).close()
+        with pg_admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {role} NOLOGIN")
+            conn.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}")
+            conn.exec_driver_sql(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
+            conn.exec_driver_sql(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+        corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
+        as_role = url + f"%20-crole%3D{role}"  # options=-csearch_path=... -crole=...
+        with Ledger.open(as_role) as led:
+            with pytest.raises(StorageError, match=f"role '{role}' cannot record"):
+                build_snapshot(led, GENAI, corpus, snaps / "s", as_of=AS_OF)
+            assert list(snaps.iterdir()) == []  # no output folder, nothing half-built
+            assert listed(url) == []
+        with pg_admin.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {schema}.lineage OWNER TO {role}")
+        with Ledger.open(as_role) as led:
+            built = build_snapshot(led, GENAI, corpus, snaps / "s", as_of=AS_OF)
+        assert [e["snapshot_id"] for e in listed(url)] == [built.snapshot_id]
+    finally:
+        with pg_admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_a_csv_corpus_gives_the_same_snapshot(led: Ledger, tmp_path: Path, snaps: Path) -> None:
@@ -1124,6 +1162,7 @@ def test_names_are_found_alike_in_ascii_mixed_and_mostly_non_ascii_batches() -> 
         for array in (
             pa.array(padded, pa.string()),
             pa.array(["Zoë Ørsted", *padded], pa.string()).slice(1),
+            pa.array(padded, pa.large_string()),
         ):
             rows, subjects = finder.find(array)
             got: dict[str, set[str]] = {}

@@ -348,14 +348,15 @@ def decisions_at_head(
     the :func:`side_queries` read elsewhere meanwhile: ``side()`` waits for their tables.
 
     ``head`` must have been taken before those reads began: if anything was appended
-    since, the reads may not be one state, and the decisions are read again the careful
-    way.
+    since, the reads may not be one state, and the decisions are read from the events
+    up to ``head`` instead.
     """
     subject = _read_subjects(ledger)
     choices, notices = side()
     if at >= head.recorded_at and ledger.head().seq == head.seq:
         return evaluate_many(_join_state(subject, choices, notices), ledger.policy, purpose, at)
-    return decisions_pinned(ledger, purpose, head, at)
+    # The head moved: the current tables are past it now, so the events up to it answer.
+    return _pinned_from_events(ledger, purpose, head, at)
 
 
 _LIST_LIMIT = 50_000  # longer lists load every subject and filter in DuckDB
@@ -545,6 +546,10 @@ def decisions_pinned(ledger: Ledger, purpose: Purpose, head: Head, at: int) -> p
         state = _read(ledger, lambda where: _current_sql(purpose, where), None, purpose)
         if ledger.head().seq == head.seq:  # nothing was appended while the tables were read
             return evaluate_many(state, ledger.policy, purpose, at)
+    return _pinned_from_events(ledger, purpose, head, at)
+
+
+def _pinned_from_events(ledger: Ledger, purpose: Purpose, head: Head, at: int) -> pa.Table:
     state = _read(ledger, lambda where: _historic_sql(purpose, at, where, head.seq), None)
     return evaluate_many(state, ledger.policy, purpose, at)
 

@@ -108,6 +108,28 @@ def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
         cur.execute(f"ANALYZE {part}")
 
 
+def check_can_record(ledger: Ledger) -> None:
+    """Fail at once, before a build does its work, if this database role could not
+    record the snapshot's lineage: on PostgreSQL it creates a table in askfirst's schema
+    and attaches it to ``lineage``, which takes owning ``lineage``."""
+    if not store.is_postgres(ledger.engine):
+        return
+    with ledger.engine.connect() as conn:
+        user, owns, creates = conn.exec_driver_sql(
+            "SELECT current_user, pg_has_role(current_user, c.relowner, 'USAGE'), "
+            "has_schema_privilege(n.nspname, 'CREATE') "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = 'lineage'::regclass"
+        ).one()
+    if not (owns and creates):
+        raise StorageError(
+            f"database role {user!r} cannot record a snapshot's lineage: each snapshot's "
+            "lineage is a table it creates and attaches to 'lineage', which takes owning "
+            "'lineage' and creating tables in its schema; run builds as the role that ran "
+            "'askfirst init', or grant this role those rights"
+        )
+
+
 def record(
     ledger: Ledger,
     manifest: SnapshotManifest,

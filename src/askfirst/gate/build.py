@@ -104,6 +104,7 @@ def build(
     if not target.parent.is_dir():
         raise InputError(f"{target.parent} does not exist; create it first")
     found = corpus_mod.find(corpus)
+    lineage.check_can_record(ledger)
     started = times.now()
     if verify_ledger:
         report = ledger.verify()

@@ -131,6 +131,8 @@ class NameFinder:
         row of ``texts``."""
         if self._automaton is None or len(texts) == 0:
             return [], []
+        if texts.type != pa.string():  # the byte-level reads below take 32-bit offsets
+            texts = texts.cast(pa.string())
         # On ASCII text, folding is lower-casing A-Z, which Arrow does several times
         # faster; rows with other characters are folded in full.
         other = _non_ascii(texts)

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 from alembic import command
@@ -283,8 +284,7 @@ def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.
         return _read_sqlite(engine, sql, schema)
     import adbc_driver_postgresql.dbapi as adbc_pg
 
-    libpq = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with adbc_pg.connect(libpq) as conn, conn.cursor() as cur:
+    with adbc_pg.connect(_libpq_uri(engine)) as conn, conn.cursor() as cur:
         cur.execute(sql)
         table: pa.Table = cur.fetch_arrow_table()
     return (
@@ -292,6 +292,16 @@ def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.
         if schema is not None and table.num_rows
         else (schema.empty_table() if schema is not None else table)
     )
+
+
+def _libpq_uri(engine: Engine) -> str:
+    """The engine's database as a libpq URI. SQLAlchemy writes a space in a query value
+    as ``+``, which libpq keeps as a plus (``options=-c a=1 -c b=2`` would reach the
+    server as one broken option), so the query is written with ``%20``."""
+    url = engine.url.set(drivername="postgresql")
+    base = url.set(query={}).render_as_string(hide_password=False)
+    query = urlencode(dict(url.query), doseq=True, quote_via=quote)
+    return f"{base}?{query}" if query else base
 
 
 class Pending:
