@@ -124,12 +124,11 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
 def _lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequence[Any]:
     """``subject``'s lineage rows (snapshot, author_records, mention_records,
     mention_keys) in the snapshots ``numbers``: one key probe per snapshot."""
-    params = {"ids": sorted(numbers), "sid": subject}
-    if not params["ids"]:
+    ids = sorted(numbers)
+    if not ids:
         return []
-    if conn.dialect.name == "postgresql":
-        return conn.execute(_LINEAGE_OF_PG, params).all()
-    return conn.execute(_LINEAGE_OF, params).all()
+    query = _LINEAGE_OF_PG if conn.dialect.name == "postgresql" else _LINEAGE_OF
+    return conn.execute(query, {"ids": ids, "sid": subject}).all()
 
 
 def holding(conn: Connection, subject: str, snaps: dict[int, Any]) -> list[Held]:
