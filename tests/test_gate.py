@@ -545,6 +545,40 @@ def test_a_big_ledger_reads_its_directory_and_choices_in_other_processes_to_the_
     assert aside.snapshot_id == plain.snapshot_id
     assert aside.redacted_mentions == plain.redacted_mentions == 3
 
+    # A corpus where no record may mention anyone (no list, no '@', no protected name)
+    # never reads the directory: only the choices and notices were read aside.
+    quiet = write_jsonl(tmp_path / "q.jsonl", [r for r in CORPUS if r["record_id"] in QUIET])
+    started.clear()
+    _, out_alone = build(led, quiet, snaps / "three")
+    assert len(started) == (1 if led.engine.dialect.name == "sqlite" else 0)
+    assert out_alone == {k: v for k, v in CORPUS_OUT.items() if k in QUIET}
+
+
+QUIET = {"p1", "p5", "p6", "p7", "p8", "p9"}  # CORPUS records that mention no one
+
+
+def test_mentions_that_come_only_after_many_plain_batches_are_still_redacted(
+    led: Ledger, tmp_path: Path
+) -> None:
+    """The directory is read when the first record that may mention someone comes, and
+    loaded before the first mention query: late in the stream, the same snapshot."""
+    from askfirst.gate import consent as consent_mod
+    from askfirst.gate import corpus as corpus_mod
+    from askfirst.gate import engine_duckdb
+    from askfirst.gate.plan import Plan
+
+    quiet = [r for r in CORPUS if r["record_id"] in QUIET]
+    rows = [{**r, "record_id": f"{r['record_id']}-{k}"} for k in range(5) for r in quiet]
+    rows += [r for r in CORPUS if r["record_id"] not in QUIET]
+    corpus = corpus_mod.find(write_jsonl(tmp_path / "c.jsonl", rows))
+    consent = consent_mod.gather(led, GENAI, AS_OF)
+    out = engine_duckdb.run(Plan(consent=consent, corpus=corpus, batch_rows=4), tmp_path / "o")
+    data = pq.read_table(tmp_path / "o" / "data").to_pylist()
+    late = {r["record_id"]: r["text"] for r in data if "-" not in r["record_id"]}
+    assert late == {k: v for k, v in CORPUS_OUT.items() if k not in QUIET}
+    assert out.redacted_mentions == 3
+    assert len(data) == 5 * sum(1 for k in CORPUS_OUT if k in QUIET) + len(late)
+
 
 @pytest.mark.parametrize("when", ["as-of-before-head", "as-of-now"])
 def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_build(

@@ -21,12 +21,14 @@ import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
 from askfirst.gate import corpus as corpus_mod
+from askfirst.gate.consent import Directory
 from askfirst.gate.mentions import (
     DIGEST,
     LINEAGE_SQL,
     ROW_TEXT,
     AuthorCounters,
     MentionStep,
+    load_directory,
     load_tables,
 )
 from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
@@ -107,6 +109,22 @@ class _Writer:
             self._close_file()
 
 
+class _LateDirectory:
+    """The directory, read and loaded into DuckDB only if a record may mention someone."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.loaded = False
+
+    def expect(self) -> None:
+        self.directory.start()
+
+    def ready(self, cur: duckdb.DuckDBPyConnection) -> None:
+        if not self.loaded:
+            load_directory(cur, self.directory.table())
+            self.loaded = True
+
+
 def _connect(spill: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(spill)})
     con.execute("SET TimeZone = 'UTC'")
@@ -119,7 +137,7 @@ def run(plan: Plan, out: Path, progress: Callable[[int], None] | None = None) ->
     """Build the snapshot's data files under ``out/data`` and count everything."""
     data = out / "data"
     data.mkdir(parents=True)
-    finder = NameFinder.from_directory(plan.consent.directory)
+    finder = NameFinder.from_directory(plan.consent.names)
     finder.allow(plan.consent.decisions)
     with tempfile.TemporaryDirectory(prefix="askfirst-spill-") as spill:
         con = _connect(Path(spill), plan.memory_limit)
@@ -127,6 +145,7 @@ def run(plan: Plan, out: Path, progress: Callable[[int], None] | None = None) ->
             return _run(con, plan, data, finder, progress)
         finally:
             con.close()
+            plan.consent.directory.close()
 
 
 def _run(
@@ -138,7 +157,7 @@ def _run(
 ) -> Outcome:
     # Tables, not views: the mention queries run on a second cursor, which sees only
     # the database's tables.
-    load_tables(con, plan.consent.decisions, plan.consent.directory)
+    load_tables(con, plan.consent.decisions)
     authors = AuthorCounters(plan.consent.decisions.num_rows)
     plan.consent.release()  # DuckDB holds them now: no second copy for the whole build
     sql = _MAIN.format(
@@ -161,6 +180,7 @@ def _run(
         authors,
         plan.mention_rows,
         plan.mention_bytes,
+        _LateDirectory(plan.consent.directory),
     )
     seen = 0
     try:

@@ -210,7 +210,9 @@ def _run(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    pq.write_table(plan.consent.directory, scratch / "directory.parquet")
+    directory = plan.consent.directory.with_protected(plan.consent.names)
+    pq.write_table(directory, scratch / "directory.parquet")
+    del directory
     decisions = _decisions(spark, plan, scratch)
     plan.consent.release()  # the executors read them from the scratch files
     checked = _checked(spark, plan, corpus, decisions)

@@ -81,24 +81,44 @@ class AuthorCounters:
         return pa.table({"idx": pa.array(nz, pa.int64()), "a": pa.array(self.counts[nz])})
 
 
-def load_tables(con: duckdb.DuckDBPyConnection, decisions: pa.Table, directory: pa.Table) -> None:
-    """Create the tables the step reads (decisions, directory) and fills (lin)."""
+def load_tables(
+    con: duckdb.DuckDBPyConnection, decisions: pa.Table, directory: pa.Table | None = None
+) -> None:
+    """Create the tables the step reads (decisions; directory, now or with
+    :func:`load_directory` before the first mention query) and fills (lin)."""
     con.register("decisions_", decisions)
-    con.register("directory_", directory)
     con.execute(
         "CREATE TABLE decisions AS SELECT *, row_number() OVER () - 1 AS idx, "
         "(md5_number(subject) & 65535)::INTEGER AS shard_key FROM decisions_"
     )
+    con.unregister("decisions_")
+    con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT, k INTEGER[])")
+    if directory is not None:
+        load_directory(con, directory)
+
+
+def load_directory(con: duckdb.DuckDBPyConnection, directory: pa.Table) -> None:
+    """Create the ``directory`` table: every subject's handle and names."""
+    con.register("directory_", directory)
     con.execute(
         "CREATE TABLE directory AS SELECT subject, handle, "
         "from_json(names, '[\"VARCHAR\"]') AS names FROM directory_"
     )
-    con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT, k INTEGER[])")
-    con.unregister("decisions_")
     con.unregister("directory_")
 
 
-# For the records that may mention someone: who, and whether each said yes.
+class Directory(Protocol):
+    """For an engine that creates the ``directory`` table only when records that may
+    mention someone come: :meth:`expect` at the first such record, :meth:`ready` before
+    the first mention query."""
+
+    def expect(self) -> None: ...
+
+    def ready(self, cur: duckdb.DuckDBPyConnection) -> None: ...
+
+
+# For the records that may mention someone: who, and whether each said yes (one row
+# per record and subject).
 _MENTIONS = f"""
 WITH tok AS (
   SELECT i, unnest(regexp_extract_all(text, '{HANDLE_RE}', 1)) AS h
@@ -106,20 +126,20 @@ WITH tok AS (
 found AS (
   SELECT i, unnest(mentions) AS subject FROM cand
   UNION ALL SELECT tok.i, d.subject FROM tok JOIN directory d ON d.handle = lower(tok.h)
-  UNION ALL SELECT i, subject FROM hits),
-m AS (
-  SELECT DISTINCT f.i, f.subject, coalesce(x.allowed, false) AS ok
-  FROM found f JOIN cand c ON c.i = f.i LEFT JOIN decisions x ON x.subject = f.subject
-  WHERE f.subject <> c.author_id)
-SELECT m.i,
-  count(*) FILTER (WHERE NOT m.ok) AS n_bad,
-  coalesce(list(m.subject ORDER BY m.subject) FILTER (WHERE m.ok), []) AS kept,
-  coalesce(list(d.handle) FILTER (WHERE NOT m.ok AND d.handle IS NOT NULL), []) AS bad_handles,
-  coalesce(list(m.subject) FILTER (WHERE NOT m.ok), []) AS bad_subjects,
-  coalesce(flatten(list(d.names) FILTER (WHERE NOT m.ok AND d.names IS NOT NULL)), [])
-    AS bad_names
-FROM m LEFT JOIN directory d ON d.subject = m.subject
-GROUP BY m.i ORDER BY m.i"""
+  UNION ALL SELECT i, subject FROM hits)
+SELECT DISTINCT f.i, f.subject, coalesce(x.allowed, false) AS ok
+FROM found f JOIN cand c ON c.i = f.i LEFT JOIN decisions x ON x.subject = f.subject
+WHERE f.subject <> c.author_id"""
+
+# The records that mention someone who did not say yes: how many, and their handles,
+# ids and names, to redact.
+_NOT_OK = """
+SELECT m.i, count(*) AS n_bad,
+  coalesce(list(d.handle) FILTER (WHERE d.handle IS NOT NULL), []) AS bad_handles,
+  list(m.subject) AS bad_subjects,
+  coalesce(flatten(list(d.names) FILTER (WHERE d.names IS NOT NULL)), []) AS bad_names
+FROM found_ m LEFT JOIN directory d ON d.subject = m.subject
+WHERE NOT m.ok GROUP BY m.i ORDER BY m.i"""
 
 # One row per subject; for a kept mention, the shard keys of the records that hold it.
 LINEAGE_SQL = f"""
@@ -140,7 +160,9 @@ def _sums(table: pa.Table) -> list[int]:
     return [int(pc.sum(table.column(f"h{k}")).as_py() or 0) for k in range(4)]
 
 
-def _names_uncovered(finder: NameFinder, texts: list[str], rewritten: dict[int, set[str]]) -> int:
+def _names_uncovered(
+    finder: NameFinder, texts: dict[int, str], rewritten: dict[int, set[str]]
+) -> int:
     """Redact protected names that a redaction left standing as whole words (as in
     "@handleØrsted" once the handle is gone); returns the mentions newly redacted."""
     added = 0
@@ -184,8 +206,10 @@ class MentionStep:
         authors: Authors,
         flush_rows: int = MENTION_ROWS,
         flush_bytes: int = MENTION_BYTES,
+        directory: Directory | None = None,  # None: the table is there already
     ) -> None:
         self.cur, self.on_mention, self.finder = cur, on_mention, finder
+        self.directory = directory
         self.sink, self.counts, self.authors = sink, counts, authors
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.written = self.redacted = 0
@@ -219,6 +243,8 @@ class MentionStep:
         cand = table.filter(flagged)
         if cand.num_rows == 0:
             return
+        if self.directory is not None:
+            self.directory.expect()
         # Where each flagged record lands in ``cand``, to carry the name hits along.
         position = np.cumsum(flagged.to_numpy(zero_copy_only=False)) - 1
         self._hit_rows.extend((position[hit_rows] + self._buffered).tolist())
@@ -234,6 +260,8 @@ class MentionStep:
         records and ``flush_bytes`` of text at a time (its memory grows with both)."""
         if not self._waiting:
             return
+        if self.directory is not None:
+            self.directory.ready(self.cur)
         cand = pa.concat_tables(self._waiting)
         hit_rows = np.array(self._hit_rows, dtype=np.int64)
         hit_subjects = pa.array(self._hit_subjects, pa.string())
@@ -265,54 +293,59 @@ class MentionStep:
         found = cur.sql(_MENTIONS).to_arrow_table()
         cur.unregister("cand")
         cur.unregister("hits")
-        texts = cand.column("text").to_pylist()
-        keep_mask = [True] * cand.num_rows
-        changed = False
-        rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
+        cur.register("found_", found)
+        not_ok = cur.sql(_NOT_OK).to_arrow_table()
         # Only records that mention someone who said no come to Python.
-        bad_rows = found.filter(pc.greater(found.column("n_bad"), 0))
-        for k, bad, handles, names, subjects in zip(
-            bad_rows.column("i").to_pylist(),
-            bad_rows.column("n_bad").to_pylist(),
-            bad_rows.column("bad_handles").to_pylist(),
-            bad_rows.column("bad_names").to_pylist(),
-            bad_rows.column("bad_subjects").to_pylist(),
+        rows = not_ok.column("i").to_pylist()
+        old = cand.column("text").take(not_ok.column("i")).to_pylist()
+        texts: dict[int, str] = {}  # position -> the text as rewritten
+        rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
+        for k, text, bad, handles, names, subjects in zip(
+            rows,
+            old,
+            not_ok.column("n_bad").to_pylist(),
+            not_ok.column("bad_handles").to_pylist(),
+            not_ok.column("bad_names").to_pylist(),
+            not_ok.column("bad_subjects").to_pylist(),
             strict=True,
         ):
             if self.on_mention == "drop":
-                keep_mask[k] = False
-                self.counts["mention-not-consented"] += 1
                 continue
             self.redacted += bad
-            new = redact(texts[k], handles, names)
-            if new != texts[k]:
+            new = redact(text, handles, names)
+            if new != text:
                 texts[k] = new
-                changed = True
                 rewritten[k] = set(subjects)
         self.redacted += _names_uncovered(finder, texts, rewritten)
         out = cand
-        if changed:
-            out = out.set_column(
-                out.schema.get_field_index("text"), "text", pa.array(texts, pa.string())
+        if texts:
+            at = sorted(texts)
+            mask = np.zeros(cand.num_rows, dtype=bool)
+            mask[at] = True
+            column = pc.replace_with_mask(
+                cand.column("text").combine_chunks(),
+                pa.array(mask),
+                pa.array([texts[k] for k in at], pa.string()),
             )
-        if not all(keep_mask):
-            out = out.filter(pa.array(keep_mask))
-        if out.num_rows == 0:
-            return
-        if changed:
-            cur.register("rows_", out.select(OUTPUT_SCHEMA.names))
-            sums = _sums(cur.sql(_REHASH).to_arrow_table())
-        else:
-            sums = _sums(out)
-        self._write(out, sums)
-        cur.register("rows_", out.select(["author_id", "i", "shard_key"]))
-        cur.register("found_", found.select(["i", "kept", "n_bad"]))
-        cur.execute(
-            "INSERT INTO lin SELECT subject, 0, count(*), list(DISTINCT shard_key) FROM ("
-            "SELECT unnest(f.kept) AS subject, r.shard_key FROM found_ f JOIN rows_ r ON r.i = f.i"
-            ") GROUP BY subject"
-        )
-        cur.unregister("rows_")
+            out = out.set_column(out.schema.get_field_index("text"), "text", column)
+        if self.on_mention == "drop" and rows:
+            self.counts["mention-not-consented"] += len(rows)
+            keep = np.ones(cand.num_rows, dtype=bool)
+            keep[rows] = False
+            out = out.filter(pa.array(keep))
+        if out.num_rows:
+            if texts:
+                cur.register("rows_", out.select(OUTPUT_SCHEMA.names))
+                sums = _sums(cur.sql(_REHASH).to_arrow_table())
+            else:
+                sums = _sums(out)
+            self._write(out, sums)
+            cur.register("rows_", out.select(["i", "shard_key"]))
+            cur.execute(
+                "INSERT INTO lin SELECT f.subject, 0, count(*), list(DISTINCT r.shard_key) "
+                "FROM found_ f JOIN rows_ r ON r.i = f.i WHERE f.ok GROUP BY f.subject"
+            )
+            cur.unregister("rows_")
         cur.unregister("found_")
 
     def _write(self, table: pa.Table, sums: list[int]) -> None:
