@@ -538,19 +538,20 @@ def test_a_big_ledger_reads_its_directory_and_choices_in_other_processes_to_the_
 
     monkeypatch.setattr(store.subprocess, "Popen", Spy)
     aside, out_aside = build(led, corpus, snaps / "two")
-    # On SQLite the directory, and the choices and notices, really were read by two
-    # other processes.
-    assert len(started) == (2 if led.engine.dialect.name == "sqlite" else 0)
+    # On SQLite the directory, the choices and notices, and half of the subjects' state
+    # really were read by three other processes.
+    assert len(started) == (3 if led.engine.dialect.name == "sqlite" else 0)
     assert out_aside == out == CORPUS_OUT
     assert aside.snapshot_id == plain.snapshot_id
     assert aside.redacted_mentions == plain.redacted_mentions == 3
 
     # A corpus where no record may mention anyone (no list, no '@', no protected name)
-    # never reads the directory: only the choices and notices were read aside.
+    # never reads the directory: only the choices and notices, and half of the subjects,
+    # were read aside.
     quiet = write_jsonl(tmp_path / "q.jsonl", [r for r in CORPUS if r["record_id"] in QUIET])
     started.clear()
     _, out_alone = build(led, quiet, snaps / "three")
-    assert len(started) == (1 if led.engine.dialect.name == "sqlite" else 0)
+    assert len(started) == (2 if led.engine.dialect.name == "sqlite" else 0)
     assert out_alone == {k: v for k, v in CORPUS_OUT.items() if k in QUIET}
 
 
@@ -580,13 +581,24 @@ def test_mentions_that_come_only_after_many_plain_batches_are_still_redacted(
     assert len(data) == 5 * sum(1 for k in CORPUS_OUT if k in QUIET) + len(late)
 
 
+@pytest.mark.parametrize("aside", [False, True], ids=["here", "aside"])
 @pytest.mark.parametrize("when", ["as-of-before-head", "as-of-now"])
 def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_build(
-    led: Ledger, tmp_path: Path, snaps: Path, monkeypatch: pytest.MonkeyPatch, when: str
+    led: Ledger,
+    tmp_path: Path,
+    snaps: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+    aside: bool,
 ) -> None:
-    """The build's choices are read apart from its subjects (in a second process on a
-    big ledger): an append between the reads must not make a mix of two heads."""
+    """The build's choices are read apart from its subjects (and, on a big SQLite
+    ledger, half of the subjects apart from the other half, in other processes): an
+    append between the reads must not make a mix of two heads."""
     from askfirst import decisions as decisions_mod
+    from askfirst.gate import consent as consent_mod
+
+    if aside:
+        monkeypatch.setattr(consent_mod, "ASIDE_SUBJECTS", 1)  # every ledger counts as big
 
     # Before the head, the build combines two reads; at or after it, it reads one.
     as_of = AS_OF if when == "as-of-before-head" else datetime.now(UTC)
@@ -594,8 +606,8 @@ def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_bu
     before, out_before = build(led, corpus, snaps / "before", as_of=as_of)
     read = decisions_mod._read_subjects
 
-    def read_then_append(ledger: Ledger) -> pa.Table:
-        table = read(ledger)
+    def read_then_append(ledger: Ledger, *sql: str) -> pa.Table:
+        table = read(ledger, *sql)
         monkeypatch.setattr(decisions_mod, "_read_subjects", read)  # once
         led.append(choice("bob", "withdraw", datetime.now(UTC)))
         return table

@@ -310,13 +310,26 @@ def side_queries(p: Purpose) -> list[tuple[str, pa.Schema]]:
     ]
 
 
-def _read_subjects(ledger: Ledger) -> pa.Table:
-    return store.read_arrow(
-        ledger.engine,
-        "SELECT subject_id, registered_seq, jurisdiction, jurisdiction_seq, status, "
-        "status_seq, minor, minor_seq, gpc_seq FROM subject_state",
-        _SUBJECT_STATE,
+_SUBJECTS_SQL = (
+    "SELECT subject_id, registered_seq, jurisdiction, jurisdiction_seq, status, "
+    "status_seq, minor, minor_seq, gpc_seq FROM subject_state"
+)
+
+
+def subject_halves(ledger: Ledger) -> tuple[tuple[str, pa.Schema], tuple[str, pa.Schema]]:
+    """``subject_state`` as two reads of about half the rows each (by SQLite rowid), for
+    two processes: see :func:`decisions_at_head`."""
+    with ledger.engine.connect() as conn:
+        top = int(conn.exec_driver_sql("SELECT max(rowid) FROM subject_state").scalar() or 0)
+    mid = top // 2
+    return (
+        (f"{_SUBJECTS_SQL} WHERE rowid <= {mid}", _SUBJECT_STATE),
+        (f"{_SUBJECTS_SQL} WHERE rowid > {mid}", _SUBJECT_STATE),
     )
+
+
+def _read_subjects(ledger: Ledger, sql: str = _SUBJECTS_SQL) -> pa.Table:
+    return store.read_arrow(ledger.engine, sql, _SUBJECT_STATE)
 
 
 def _join_state(subject: pa.Table, choices: pa.Table, notices: pa.Table) -> pa.Table:
@@ -342,17 +355,26 @@ def _scan_current(ledger: Ledger, p: Purpose) -> pa.Table:
 
 
 def decisions_at_head(
-    ledger: Ledger, purpose: Purpose, head: Head, at: int, side: Callable[[], list[pa.Table]]
+    ledger: Ledger,
+    purpose: Purpose,
+    head: Head,
+    at: int,
+    side: Callable[[], list[pa.Table]],
+    subjects: str = _SUBJECTS_SQL,
 ) -> pa.Table:
     """What :func:`decisions_pinned` gives for an ``at`` at or after the head's time, with
-    the :func:`side_queries` read elsewhere meanwhile: ``side()`` waits for their tables.
+    the :func:`side_queries` read elsewhere meanwhile: ``side()`` waits for their tables,
+    and may give, after them, rows of ``subject_state`` read elsewhere too (those the
+    query ``subjects``, read here, leaves out: see :func:`subject_halves`).
 
     ``head`` must have been taken before those reads began: if anything was appended
     since, the reads may not be one state, and the decisions are read from the events
     up to ``head`` instead.
     """
-    subject = _read_subjects(ledger)
-    choices, notices = side()
+    subject = _read_subjects(ledger, subjects)
+    choices, notices, *rest = side()
+    if rest:
+        subject = pa.concat_tables([subject, *rest])
     if at >= head.recorded_at and ledger.head().seq == head.seq:
         return evaluate_many(_join_state(subject, choices, notices), ledger.policy, purpose, at)
     # The head moved: the current tables are past it now, so the events up to it answer.

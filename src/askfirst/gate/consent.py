@@ -29,6 +29,7 @@ from askfirst.decisions import (
     decisions_pinned,
     release_duckdb,
     side_queries,
+    subject_halves,
 )
 from askfirst.errors import InputError
 from askfirst.ledger import store
@@ -161,27 +162,35 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     aside = store.has_rows(ledger.engine, "subjects", ASIDE_SUBJECTS)
     # The decisions at the head come from the current-state tables. On a big SQLite
     # ledger, their choices and notices are read in a second process with the
-    # protected names, while ``subject_state`` is read here.
+    # protected names, and half of ``subject_state`` in a third, while the other half
+    # is read here.
     head_needed = at >= head.recorded_at or p.reaches_back
     side = side_queries(p) if head_needed else []
     names_query = (_NAMES_SQL, DIRECTORY_SCHEMA)
-    with store.read_later(ledger.engine, [*side, names_query], aside=aside) as read:
+    split = aside and head_needed and ledger.engine.dialect.name == "sqlite"
+    here, there = subject_halves(ledger) if split else (None, None)
+    with (
+        store.read_later(ledger.engine, [*side, names_query], aside=aside) as read,
+        store.read_later(ledger.engine, [there] if there else [], aside=bool(there)) as half,
+    ):
         tables: list[pa.Table] = []
 
         def side_tables() -> list[pa.Table]:
             tables.extend(read.result())
-            return tables[: len(side)]
+            return tables[: len(side)] + half.result()
+
+        def at_head(t: int) -> pa.Table:
+            if here is None:
+                return decisions_at_head(ledger, p, head, t, side_tables)
+            return decisions_at_head(ledger, p, head, t, side_tables, here[0])
 
         if at >= head.recorded_at:
             # Nothing was recorded after the as-of time.
-            decisions = decisions_at_head(ledger, p, head, at, side_tables)
+            decisions = at_head(at)
         elif not p.reaches_back:
             decisions = decisions_pinned(ledger, p, head, at)
         else:
-            decisions = combine(
-                decisions_pinned(ledger, p, head, at),
-                decisions_at_head(ledger, p, head, head.recorded_at, side_tables),
-            )
+            decisions = combine(decisions_pinned(ledger, p, head, at), at_head(head.recorded_at))
         names = (tables or read.result())[-1]
         decisions = decisions.cast(DECISIONS_SCHEMA)
     release_duckdb()  # what the reads cached is not needed while the build streams

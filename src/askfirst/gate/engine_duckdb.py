@@ -181,6 +181,7 @@ def _run(
         plan.mention_rows,
         plan.mention_bytes,
         _LateDirectory(plan.consent.directory),
+        background=True,
     )
     seen = 0
     try:
@@ -194,6 +195,7 @@ def _run(
     except duckdb.Error as e:
         raise InputError(f"corpus {plan.corpus.path}: {corpus_mod._first_line(e)}") from None
     finally:
+        step.close()
         writer.close()
     malformed_lines = corpus_mod.rejected_csv_lines(con, plan.corpus)
     if malformed_lines:

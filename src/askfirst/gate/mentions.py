@@ -10,7 +10,9 @@ on each Spark executor, so that both engines give the same records, byte for byt
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import duckdb
@@ -194,7 +196,13 @@ class MentionStep:
     """The step over a stream of batches. Records with no possible mention are written
     at once; the others wait in a buffer, and the mention query (which joins the
     subject-sized ``decisions`` and ``directory`` tables) runs once per ``flush_rows``
-    of them rather than once per batch. :meth:`flush` at the end of the stream."""
+    of them rather than once per batch. :meth:`flush` at the end of the stream, and
+    :meth:`close` on every path.
+
+    With ``background``, the waiting records go through the mention step on a thread
+    of its own while the next batches come in (one such lot at a time, so memory stays
+    bounded); ``cur`` is then used on that thread only.
+    """
 
     def __init__(
         self,
@@ -207,9 +215,18 @@ class MentionStep:
         flush_rows: int = MENTION_ROWS,
         flush_bytes: int = MENTION_BYTES,
         directory: Directory | None = None,  # None: the table is there already
+        background: bool = False,
     ) -> None:
         self.cur, self.on_mention, self.finder = cur, on_mention, finder
         self.directory = directory
+        # Writes and counts come from both threads with ``background``.
+        self._lock = threading.Lock()
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="askfirst-mentions")
+            if background
+            else None
+        )
+        self._pending: deque[Future[None]] = deque()
         self.sink, self.counts, self.authors = sink, counts, authors
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.written = self.redacted = 0
@@ -222,9 +239,10 @@ class MentionStep:
     def add(self, table: pa.Table) -> None:
         """Count a batch's records by reason and take the usable ones. ``table`` has
         the columns of the engines' main query (a ``reason`` for every record left out)."""
-        for item in pc.value_counts(table.column("reason")).to_pylist():
-            if item["values"] is not None:
-                self.counts[item["values"]] += item["counts"]
+        with self._lock:
+            for item in pc.value_counts(table.column("reason")).to_pylist():
+                if item["values"] is not None:
+                    self.counts[item["values"]] += item["counts"]
         usable = pc.is_null(table.column("reason")).combine_chunks()
         # The engines leave the texts of records left out NULL, so the search for names
         # runs over the usable ones (in place: no copy of the batch to filter first).
@@ -253,20 +271,41 @@ class MentionStep:
         self._buffered += cand.num_rows
         self._bytes += cand.column("text").nbytes
         if self._buffered >= self.flush_rows or self._bytes >= self.flush_bytes:
-            self.flush()
+            self._hand_over()
 
     def flush(self) -> None:
-        """Put the waiting records through the mention query, at most ``flush_rows``
-        records and ``flush_bytes`` of text at a time (its memory grows with both)."""
+        """Put every waiting record through the mention step and wait until it is done."""
+        self._hand_over()
+        self._wait()
+
+    def close(self) -> None:
+        """Stop the step's thread, if any (after :meth:`flush`, or when a build failed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _wait(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def _hand_over(self) -> None:
         if not self._waiting:
             return
-        if self.directory is not None:
-            self.directory.ready(self.cur)
         cand = pa.concat_tables(self._waiting)
         hit_rows = np.array(self._hit_rows, dtype=np.int64)
         hit_subjects = pa.array(self._hit_subjects, pa.string())
         self._waiting, self._hit_rows, self._hit_subjects = [], [], []
         self._buffered = self._bytes = 0
+        if self._pool is None:
+            self._process(cand, hit_rows, hit_subjects)
+            return
+        self._wait()  # one lot at a time
+        self._pending.append(self._pool.submit(self._process, cand, hit_rows, hit_subjects))
+
+    def _process(self, cand: pa.Table, hit_rows: np.ndarray, hit_subjects: pa.Array) -> None:
+        """The waiting records through the mention query, at most ``flush_rows`` records
+        and ``flush_bytes`` of text at a time (its memory grows with both)."""
+        if self.directory is not None:
+            self.directory.ready(self.cur)
         ends = np.cumsum(pc.binary_length(cand.column("text")).to_numpy(zero_copy_only=False))
         start = 0
         while start < cand.num_rows:
@@ -329,7 +368,8 @@ class MentionStep:
             )
             out = out.set_column(out.schema.get_field_index("text"), "text", column)
         if self.on_mention == "drop" and rows:
-            self.counts["mention-not-consented"] += len(rows)
+            with self._lock:
+                self.counts["mention-not-consented"] += len(rows)
             keep = np.ones(cand.num_rows, dtype=bool)
             keep[rows] = False
             out = out.filter(pa.array(keep))
@@ -349,10 +389,11 @@ class MentionStep:
         cur.unregister("found_")
 
     def _write(self, table: pa.Table, sums: list[int]) -> None:
-        self.sink.write(table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-        self.authors.authors(self.cur, table)
-        self.written += table.num_rows
-        self.digest = [a + b for a, b in zip(self.digest, sums, strict=True)]
+        with self._lock:
+            self.sink.write(table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
+            self.authors.authors(self.cur, table)
+            self.written += table.num_rows
+            self.digest = [a + b for a, b in zip(self.digest, sums, strict=True)]
 
 
 def process_batch(
@@ -367,6 +408,9 @@ def process_batch(
     """One batch through the whole step (see :class:`MentionStep`). Returns the records
     written, mentions redacted and digest sums."""
     step = MentionStep(cur, on_mention, finder, sink, counts, authors)
-    step.add(table)
-    step.flush()
+    try:
+        step.add(table)
+        step.flush()
+    finally:
+        step.close()
     return step.written, step.redacted, step.digest
