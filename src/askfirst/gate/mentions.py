@@ -10,6 +10,7 @@ on each Spark executor, so that both engines give the same records, byte for byt
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -102,10 +103,8 @@ def load_tables(
 def load_directory(con: duckdb.DuckDBPyConnection, directory: pa.Table) -> None:
     """Create the ``directory`` table: every subject's handle and names."""
     con.register("directory_", directory)
-    con.execute(
-        "CREATE TABLE directory AS SELECT subject, handle, "
-        "from_json(names, '[\"VARCHAR\"]') AS names FROM directory_"
-    )
+    # Names stay JSON text: only those of records to redact are parsed (in Python).
+    con.execute("CREATE TABLE directory AS SELECT subject, handle, names FROM directory_")
     con.unregister("directory_")
 
 
@@ -133,15 +132,37 @@ SELECT DISTINCT f.i, f.subject, coalesce(x.allowed, false) AS ok
 FROM found f JOIN cand c ON c.i = f.i LEFT JOIN decisions x ON x.subject = f.subject
 WHERE f.subject <> c.author_id"""
 
-# The records that mention someone who did not say yes: how many, and their handles,
-# ids and names, to redact.
+# Each mention of someone who did not say yes, by record, with their handle and names
+# to redact (grouped by record in Python: DuckDB's list aggregates cost more).
 _NOT_OK = """
-SELECT m.i, count(*) AS n_bad,
-  coalesce(list(d.handle) FILTER (WHERE d.handle IS NOT NULL), []) AS bad_handles,
-  list(m.subject) AS bad_subjects,
-  coalesce(flatten(list(d.names) FILTER (WHERE d.names IS NOT NULL)), []) AS bad_names
+SELECT m.i, m.subject, d.handle, d.names
 FROM found_ m LEFT JOIN directory d ON d.subject = m.subject
-WHERE NOT m.ok GROUP BY m.i ORDER BY m.i"""
+WHERE NOT m.ok ORDER BY m.i, m.subject"""
+
+
+def _by_record(
+    not_ok: pa.Table,
+) -> list[tuple[int, list[str], list[str], list[str]]]:
+    """``_NOT_OK``'s rows as (record, subjects, handles, names), one per record."""
+    i = not_ok.column("i").to_numpy()
+    if i.size == 0:
+        return []
+    starts = np.flatnonzero(np.concatenate([[True], i[1:] != i[:-1]])).tolist()
+    subjects = not_ok.column("subject").to_pylist()
+    handles = not_ok.column("handle").to_pylist()
+    names = not_ok.column("names").to_pylist()
+    out = []
+    for a, b in zip(starts, [*starts[1:], i.size], strict=True):
+        out.append(
+            (
+                int(i[a]),
+                subjects[a:b],
+                [h for h in handles[a:b] if h is not None],
+                [n for ns in names[a:b] if ns is not None for n in json.loads(ns)],
+            )
+        )
+    return out
+
 
 # One row per subject; for a kept mention, the shard keys of the records that hold it.
 LINEAGE_SQL = f"""
@@ -333,24 +354,16 @@ class MentionStep:
         cur.unregister("cand")
         cur.unregister("hits")
         cur.register("found_", found)
-        not_ok = cur.sql(_NOT_OK).to_arrow_table()
         # Only records that mention someone who said no come to Python.
-        rows = not_ok.column("i").to_pylist()
-        old = cand.column("text").take(not_ok.column("i")).to_pylist()
+        bad = _by_record(cur.sql(_NOT_OK).to_arrow_table())
+        rows = [k for k, *_ in bad]
+        old = cand.column("text").take(pa.array(rows, pa.int64())).to_pylist()
         texts: dict[int, str] = {}  # position -> the text as rewritten
         rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
-        for k, text, bad, handles, names, subjects in zip(
-            rows,
-            old,
-            not_ok.column("n_bad").to_pylist(),
-            not_ok.column("bad_handles").to_pylist(),
-            not_ok.column("bad_names").to_pylist(),
-            not_ok.column("bad_subjects").to_pylist(),
-            strict=True,
-        ):
+        for (k, subjects, handles, names), text in zip(bad, old, strict=True):
             if self.on_mention == "drop":
                 continue
-            self.redacted += bad
+            self.redacted += len(subjects)
             new = redact(text, handles, names)
             if new != text:
                 texts[k] = new
