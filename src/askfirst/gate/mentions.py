@@ -108,7 +108,7 @@ def load_directory(con: duckdb.DuckDBPyConnection, directory: pa.Table) -> None:
     con.unregister("directory_")
 
 
-class Directory(Protocol):
+class DirectoryHook(Protocol):
     """For an engine that creates the ``directory`` table only when records that may
     mention someone come: :meth:`expect` at the first such record, :meth:`ready` before
     the first mention query."""
@@ -235,7 +235,7 @@ class MentionStep:
         authors: Authors,
         flush_rows: int = MENTION_ROWS,
         flush_bytes: int = MENTION_BYTES,
-        directory: Directory | None = None,  # None: the table is there already
+        directory: DirectoryHook | None = None,  # None: the table is there already
         background: bool = False,
     ) -> None:
         self.cur, self.on_mention, self.finder = cur, on_mention, finder
