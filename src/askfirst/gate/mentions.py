@@ -357,12 +357,11 @@ class MentionStep:
         # Only records that mention someone who said no come to Python.
         bad = _by_record(cur.sql(_NOT_OK).to_arrow_table())
         rows = [k for k, *_ in bad]
-        old = cand.column("text").take(pa.array(rows, pa.int64())).to_pylist()
         texts: dict[int, str] = {}  # position -> the text as rewritten
         rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
-        for (k, subjects, handles, names), text in zip(bad, old, strict=True):
-            if self.on_mention == "drop":
-                continue
+        redacting = bad if self.on_mention == "redact" else []
+        old = cand.column("text").take(pa.array([k for k, *_ in redacting], pa.int64()))
+        for (k, subjects, handles, names), text in zip(redacting, old.to_pylist(), strict=True):
             self.redacted += len(subjects)
             new = redact(text, handles, names)
             if new != text:
