@@ -14,6 +14,7 @@ reason recorded for a no is the one at the as-of time, or else the one at the he
 
 from __future__ import annotations
 
+import functools
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,11 +174,13 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
         store.read_later(ledger.engine, [*side, names_query], aside=aside) as read,
         store.read_later(ledger.engine, [there] if there else [], aside=bool(there)) as half,
     ):
-        tables: list[pa.Table] = []
+
+        @functools.cache
+        def tables() -> list[pa.Table]:
+            return read.result()  # the side queries' tables, then the names
 
         def side_tables() -> list[pa.Table]:
-            tables.extend(read.result())
-            return tables[: len(side)] + half.result()
+            return tables()[: len(side)] + half.result()
 
         def at_head(t: int) -> pa.Table:
             if here is None:
@@ -191,7 +194,7 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
             decisions = decisions_pinned(ledger, p, head, at)
         else:
             decisions = combine(decisions_pinned(ledger, p, head, at), at_head(head.recorded_at))
-        names = (tables or read.result())[-1]
+        names = tables()[-1]
         decisions = decisions.cast(DECISIONS_SCHEMA)
     release_duckdb()  # what the reads cached is not needed while the build streams
     directory = Directory(ledger.engine, aside)
