@@ -932,7 +932,7 @@ def test_bad_paths_fail_closed(led: Ledger, tmp_path: Path, snaps: Path) -> None
         (tmp_path / "nope.parquet", snaps / "s", "no such file"),
         (empty, snaps / "s", "holds no"),
         (tmp_path / "c.xlsx", snaps / "s", "unknown format"),
-        (corpus, snaps / "missing" / "s", "does not exist"),
+        (corpus, corpus / "s", "not a folder"),
     ]
     for corpus_path, out, needle in cases:
         one_line_error(cli_build(led.url, corpus_path, out), needle)
@@ -944,6 +944,17 @@ def test_bad_paths_fail_closed(led: Ledger, tmp_path: Path, snaps: Path) -> None
     nothing_built(snaps, led, "s")
     assert [p.name for p in (snaps / "s").iterdir()] == ["keep.txt"]
     assert (snaps / "s" / "keep.txt").read_text() == "mine"
+
+
+def test_the_out_folders_missing_parents_are_made(led: Ledger, tmp_path: Path, snaps: Path) -> None:
+    """--out snapshots/2026/12/s makes 2026/12; a build that fails removes them again."""
+    broken = write_folder(tmp_path / "broken", CORPUS, ["jsonl"])
+    (broken / "zz-broken.parquet").write_bytes(b"PAR1 this is not really parquet")
+    one_line_error(cli_build(led.url, broken, snaps / "2026" / "12" / "s"), "corpus")
+    nothing_built(snaps, led)
+    corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
+    ok(cli_build(led.url, corpus, snaps / "2026" / "12" / "s"))
+    assert (snaps / "2026" / "12" / "s" / "manifest.json").is_file()
 
 
 def test_a_ledger_that_is_not_initialised_fails_closed(

@@ -101,8 +101,8 @@ def build(
     target = Path(out)
     if target.exists():
         raise InputError(f"{target} already exists; a snapshot is built into a new folder")
-    if not target.parent.is_dir():
-        raise InputError(f"{target.parent} does not exist; create it first")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise InputError(f"{target.parent} is not a folder")
     found = corpus_mod.find(corpus)
     lineage.check_can_record(ledger)
     started = times.now()
@@ -113,7 +113,12 @@ def build(
             raise LedgerCorrupt(f"the ledger failed verification, so nothing is built: {first}")
     consent = consent_mod.gather(ledger, purpose, as_of)
     plan = Plan(consent=consent, corpus=found, on_mention=on_mention)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    made = _make_folders(target.parent)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    except BaseException:
+        _remove_empty(made)
+        raise
     moved = False
 
     def move_into_place() -> None:
@@ -178,8 +183,32 @@ def build(
         shutil.rmtree(work, ignore_errors=True)
         if moved:  # the transaction failed after the folder moved into place
             shutil.rmtree(target, ignore_errors=True)
+        _remove_empty(made)
         raise
     return manifest
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, innermost first."""
+    missing: list[Path] = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed build created, so that it leaves nothing behind."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _count(table: pa.Table, column: str) -> int:
