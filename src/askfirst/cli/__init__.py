@@ -271,11 +271,16 @@ def ledger_head(db: Db = config.DATABASE_URL.default or "", as_json: Json = Fals
 def ledger_verify(
     expected_head: Annotated[
         str | None,
-        typer.Option(help="A head (HASH or SEQ:HASH) recorded earlier outside the database."),
+        typer.Option(
+            help="A head recorded earlier outside the database: HASH, SEQ:HASH, or "
+            "'SEQ HASH' as 'askfirst ledger head' prints it."
+        ),
     ] = None,
     db: Db = config.DATABASE_URL.default or "",
 ) -> None:
     """Recompute the hash chain and the projections; exit 1 on any disagreement."""
+    if expected_head is not None:  # "SEQ HASH", as `ledger head` prints it, is SEQ:HASH
+        expected_head = ":".join(expected_head.split())
     with _open(db, None) as ledger:
         try:
             report = ledger.verify(expected_head)
