@@ -60,7 +60,7 @@ from rich.console import Console
 from rich.table import Table
 
 import askfirst
-from askfirst import Ledger, NewEvent, SubjectIn, decide, decide_many, times
+from askfirst import NewEvent, SubjectIn, decide, decide_many, open_ledger, times
 
 PURPOSE = "genai-training"
 BATCH_SIZE = 10_000
@@ -209,7 +209,7 @@ def build_data(folder: Path, sizes: Sizes) -> Data:
         raise SystemExit(f"{folder} holds a ledger of {kept['subjects']:,} subjects; use another")
     rng = random.Random(3)
     n = sizes.subjects
-    with Ledger.open(url, create=True) as ledger:
+    with open_ledger(url, create=True) as ledger:
         since = times.now() - timedelta(days=400)
         for k in range(0, n, sizes.register_chunk):
             chunk = [subject(i) for i in range(k, min(n, k + sizes.register_chunk))]
@@ -596,7 +596,7 @@ def check_answers(server: Server, data: Data, body: bytes) -> None:
     """A few single decisions and one batch, compared with the library in this process."""
     rng = random.Random(7)
     headers = {"Authorization": f"Bearer {data.token}"}
-    with Ledger.open(data.url) as ledger, httpx.Client(base_url=server.base, timeout=120) as c:
+    with open_ledger(data.url) as ledger, httpx.Client(base_url=server.base, timeout=120) as c:
         for s in rng.sample(data.subjects, min(20, len(data.subjects))):
             r = c.get(f"/v1/decisions/{s}", params={"purpose": PURPOSE}, headers=headers)
             r.raise_for_status()

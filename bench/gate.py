@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import askfirst
-from askfirst import Ledger, NewEvent, SubjectIn, load_policy, times
+from askfirst import NewEvent, SubjectIn, load_policy, open_ledger, times
 from askfirst.gate import consent as consent_mod
 from askfirst.gate.manifest import LedgerHeadRef, SnapshotManifest
 from askfirst.lineage import record, snapshots_of
@@ -69,13 +69,13 @@ def make_ledger(authors: int) -> str:
     path = OUT / f"gate-ledger-{authors}.db"
     url = f"sqlite:///{path}"
     if path.exists():
-        Ledger.open(url, load_policy(), create=True).close()  # a cached one: bring its schema up
+        open_ledger(url, load_policy(), create=True).close()  # a cached one: bring its schema up
         return url
     tmp = OUT / f"gate-ledger-{authors}.building.db"
     for p in OUT.glob(f"gate-ledger-{authors}.building.db*"):
         p.unlink()
     log(f"registering {authors:,} subjects (cached afterwards in {path})")
-    with Ledger.open(f"sqlite:///{tmp}", load_policy(), create=True) as led:
+    with open_ledger(f"sqlite:///{tmp}", load_policy(), create=True) as led:
         chunk = 50_000
         for lo in range(0, authors, chunk):
             batch = []
@@ -191,7 +191,7 @@ def floor(corpus: Path, out: Path) -> float:
 
 def python_loop(url: str, corpus: Path, out: Path) -> float:
     """The plain way: a dict of allowed authors, a Python loop over each batch's rows."""
-    with Ledger.open(url) as led:
+    with open_ledger(url) as led:
         t = time.perf_counter()
         dec = askfirst.decide_many(led, PURPOSE)
         allowed = dict(
@@ -225,7 +225,7 @@ def gate(url: str, corpus: Path, out: Path) -> tuple[float, float, dict[str, Any
     """Wall time of a whole build, and of reading the decisions alone."""
     import shutil
 
-    with Ledger.open(url) as led:
+    with open_ledger(url) as led:
         t = time.perf_counter()
         consent_mod.gather(led, PURPOSE)
         decisions_s = time.perf_counter() - t
@@ -242,7 +242,7 @@ def rss_child(url: str, corpus: Path, out: Path) -> float:
     code = (
         "import sys, shutil, askfirst\n"
         "from askfirst import Ledger\n"
-        f"with Ledger.open({url!r}) as led:\n"
+        f"with open_ledger({url!r}) as led:\n"
         f"    askfirst.build_snapshot(led, {PURPOSE!r}, {str(corpus)!r}, {str(out)!r})\n"
         f"shutil.rmtree({str(out)!r})\n"
         # VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's peak.
@@ -280,7 +280,7 @@ def lineage_figures(kind: str, snapshots: int, subjects: int) -> dict[str, float
         }
     )
     rates = []
-    with Ledger.open(url, load_policy(), create=True) as led:
+    with open_ledger(url, load_policy(), create=True) as led:
         for k in range(snapshots):
             m = SnapshotManifest(
                 snapshot_id=f"{k:064x}",

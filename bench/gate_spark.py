@@ -39,6 +39,7 @@ AS_OF = "2026-06-01T00:00:00Z"
 
 CHILD = """
 import json, shutil, sys, time
+from askfirst import open_ledger
 from askfirst import Ledger, times
 import askfirst
 url, corpus, out, engine, purpose, as_of = sys.argv[1:7]
@@ -48,7 +49,7 @@ if engine == "spark":
     from askfirst.gate.engine_spark import session
     kw["spark"] = session("local[2]")
 started = time.perf_counter() - t0
-with Ledger.open(url) as led:
+with open_ledger(url) as led:
     t = time.perf_counter()
     m = askfirst.build_snapshot(led, purpose, corpus, out, engine=engine,
                                 as_of=times.parse(as_of), **kw)

@@ -58,7 +58,7 @@ from rich.console import Console
 from rich.table import Table
 
 import askfirst
-from askfirst import Ledger, NewEvent, SubjectIn, decide, decisions, load_policy, times
+from askfirst import Ledger, NewEvent, SubjectIn, decide, decisions, load_policy, open_ledger, times
 from askfirst.ledger import store, tables
 from askfirst.ledger.events import event_hash
 from askfirst.ledger.imports import import_events
@@ -365,7 +365,7 @@ def append_loop(
     led: Ledger | None = None
     conn: Any = None
     if kind == "ledger":
-        led = Ledger.open(url)
+        led = open_ledger(url)
     else:
         conn = raw_connect(db_kind, url)
         cur = conn.cursor()
@@ -521,7 +521,7 @@ def bench_database(db: Database, sizes: Sizes, run: Run, t0: datetime, snap: Sna
     console.rule(f"{b}: {db.describe()}")
     run.notes.append(f"{b}: {db.describe()}")
     create_bench_tables(db)
-    led = Ledger.open(db.url, policy, create=True)
+    led = open_ledger(db.url, policy, create=True)
     try:
         _bench_ledger(db, led, sizes, run, t0, snap)
     finally:
@@ -572,7 +572,7 @@ def build_snapshot(sizes: Sizes, t0: datetime, snap: Snapshot) -> None:
     """Build the registered ledger on SQLite only to copy it (for ``--only postgres``)."""
     db = SqliteDb()
     try:
-        with Ledger.open(db.url, load_policy(), create=True) as led:
+        with open_ledger(db.url, load_policy(), create=True) as led:
             register_subjects(led, t0, 0, sizes.subjects, sizes.register_chunk)
         take_snapshot(db, snap)
     finally:

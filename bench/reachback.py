@@ -64,11 +64,10 @@ import sqlalchemy as sa
 
 import askfirst
 import askfirst.propagation
-from askfirst import Ledger, NewEvent, SubjectIn, load_policy, times
+from askfirst import Ledger, NewEvent, SubjectIn, load_policy, open_ledger, times
 from askfirst.gate.manifest import LedgerHeadRef, SnapshotManifest
-from askfirst.gate.plan import shard_key
 from askfirst.gate.rebuild import rebuild_snapshot
-from askfirst.lineage import record
+from askfirst.lineage import record, shard_key
 from askfirst.models import register_model
 from gate import OUT, PG_SERVER, PURPOSE, T0, log, make_corpus, make_ledger, sid
 
@@ -163,7 +162,7 @@ def sqlite_registry(snapshots: int, subjects: int, models: int) -> tuple[str, di
     for p in OUT.glob(f"{tmp.name}*"):
         p.unlink()
     log(f"recording {snapshots} x {subjects:,} lineage rows (cached afterwards in {path})")
-    with Ledger.open(f"sqlite:///{tmp}", load_policy(), create=True) as led:
+    with open_ledger(f"sqlite:///{tmp}", load_policy(), create=True) as led:
         figures = fill(led, "sqlite", snapshots, subjects, models)
         with led.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -184,7 +183,7 @@ def pg_registry(snapshots: int, subjects: int, models: int) -> Iterator[tuple[st
     url = f"{PG_SERVER}?options=-csearch_path%3D{schema}"
     try:
         log(f"recording {snapshots} x {subjects:,} lineage rows in PostgreSQL schema {schema}")
-        with Ledger.open(url, load_policy(), create=True) as led:
+        with open_ledger(url, load_policy(), create=True) as led:
             figures = fill(led, "postgres", snapshots, subjects, models)
             with led.engine.begin() as conn:  # what autovacuum would have done by now
                 conn.exec_driver_sql("ANALYZE")
@@ -315,7 +314,7 @@ def propagation(
     targets = [withdrawer(k, subjects, total) for k in range(total)]
     bases = [bystander(k) for k in range(total)]
     out: dict[str, Any] = {}
-    with Ledger.open(url, load_policy(), create=True) as led:
+    with open_ledger(url, load_policy(), create=True) as led:
         clear_reach(led)
         prepare_subjects(led, targets + bases)
         hit: list[float] = []
@@ -468,7 +467,7 @@ def profile_path(led: Ledger, subjects: list[str]) -> dict[str, Any]:
 def explain_lookup(led: Ledger, subject: str) -> list[str]:
     """The plan of propagate's look-up of one subject in the lineage of held snapshots."""
     with led.engine.connect() as conn:
-        ids = sorted(r.id for r in conn.execute(askfirst.propagation._HELD_SNAPSHOTS))
+        ids = sorted(r.id for r in conn.execute(askfirst.lineage.HELD_SNAPSHOTS))
         pg = led.engine.dialect.name == "postgresql"
         if pg:  # the numbers joined, one partition probed each (see propagation._lineage_of)
             sql = askfirst.propagation._LINEAGE_OF_PG.text.replace(
@@ -525,7 +524,7 @@ def rebuild_figures(records: int, authors: int, rounds: int) -> dict[str, Any]:
     work.mkdir(parents=True)
     out: dict[str, Any] = {"records": records, "authors": authors, "rounds": []}
     try:
-        with Ledger.open(url, load_policy(), create=True) as led:
+        with open_ledger(url, load_policy(), create=True) as led:
             for r in range(rounds):
                 base = work / f"round{r}"
                 base_s, first = timed_build(led, corpus, base, None)

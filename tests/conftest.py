@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from askfirst import Ledger, load_policy
+from askfirst import Ledger, load_policy, open_ledger
 
 PG_SERVER = os.environ.get("ASKFIRST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -66,5 +66,5 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def ledger(db_url: str) -> Iterator[Ledger]:
     """A new, empty ledger with the shipped policy."""
-    with Ledger.open(db_url, load_policy(), create=True) as led:
+    with open_ledger(db_url, load_policy(), create=True) as led:
         yield led

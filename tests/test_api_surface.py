@@ -41,6 +41,7 @@ EXPECTED = {
     "read_snapshot",
     "snapshots_of",
     "load_policy",
+    "open_ledger",
     "parse_policy",
     # withdrawals that reach back (issue 5)
     "close_task",

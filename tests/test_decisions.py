@@ -36,6 +36,7 @@ from askfirst import (
     decide,
     decide_many,
     load_policy,
+    open_ledger,
     parse_policy,
 )
 from conftest import fresh_pg_url
@@ -504,14 +505,14 @@ def fresh_ledger(backend: str, pg_admin: sa.Engine | None = None) -> Iterator[Le
     if backend == "sqlite":
         with (
             tempfile.TemporaryDirectory() as d,
-            Ledger.open(f"sqlite:///{Path(d) / 'ledger.db'}", POLICY, create=True) as led,
+            open_ledger(f"sqlite:///{Path(d) / 'ledger.db'}", POLICY, create=True) as led,
         ):
             yield led
         return
     assert pg_admin is not None
     url, schema = fresh_pg_url(pg_admin)
     try:
-        with Ledger.open(url, POLICY, create=True) as led:
+        with open_ledger(url, POLICY, create=True) as led:
             yield led
     finally:
         with pg_admin.begin() as conn:
@@ -607,7 +608,7 @@ def test_decisions_equal_the_reference_for_any_history_postgres(
 
 @pytest.fixture
 def led(db_url: str) -> Iterator[Ledger]:
-    with Ledger.open(db_url, POLICY, create=True) as ledger:
+    with open_ledger(db_url, POLICY, create=True) as ledger:
         yield ledger
 
 
@@ -892,7 +893,7 @@ def test_a_subdivision_falls_under_its_country_unless_listed_itself(led: Ledger)
 
 def test_a_listed_subdivision_does_not_open_its_country(db_url: str) -> None:
     policy = parse_policy(CA_ONLY_TOML, "ca-only")
-    with Ledger.open(db_url, policy, create=True) as ledger:
+    with open_ledger(db_url, policy, create=True) as ledger:
         for sid, where in [("ca", "US-CA"), ("tx", "US-TX"), ("us", "US")]:
             register(ledger, sid, jurisdiction=where)
             notice(ledger, sid, "feed-ranking", 0)
@@ -942,8 +943,8 @@ def test_decide_many_for_everyone_sees_a_withdrawal_made_after_an_earlier_call(
 
 CRASHING_CHILD = """
 import os, signal, sys
-from askfirst import Ledger, NewEvent, SubjectIn, decide_many, load_policy
-led = Ledger.open(sys.argv[1], load_policy(), create=True)
+from askfirst import NewEvent, SubjectIn, decide_many, load_policy, open_ledger
+led = open_ledger(sys.argv[1], load_policy(), create=True)
 led.register([SubjectIn(id="m1", jurisdiction="US")])
 decide_many(led, "genai-training")
 for action in ("grant", "withdraw", "grant"):
@@ -962,7 +963,7 @@ def test_a_choice_acknowledged_after_decide_many_survives_sigkill(db_url: str) -
     assert run.returncode == -signal.SIGKILL, run.stderr
     acked = [int(line) for line in run.stdout.split()]
     assert len(acked) == 3
-    with Ledger.open(db_url, load_policy()) as ledger:
+    with open_ledger(db_url, load_policy()) as ledger:
         assert ledger.head().seq >= acked[-1]
         assert decide(ledger, "m1", "genai-training").event_seq == acked[-1]
 

@@ -36,6 +36,7 @@ from askfirst import (
     build_snapshot,
     decide,
     load_policy,
+    open_ledger,
     read_snapshot,
     snapshots_of,
 )
@@ -523,12 +524,12 @@ def test_a_big_ledger_reads_its_directory_and_choices_in_other_processes_to_the_
 ) -> None:
     import subprocess
 
-    from askfirst.gate import consent as consent_mod
+    from askfirst import decisions as decisions_mod
     from askfirst.ledger import store
 
     corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
     plain, out = build(led, corpus, snaps / "one")
-    monkeypatch.setattr(consent_mod, "ASIDE_SUBJECTS", 1)  # every ledger counts as big
+    monkeypatch.setattr(decisions_mod, "ASIDE_SUBJECTS", 1)  # every ledger counts as big
     started: list[list[str]] = []
 
     class Spy(subprocess.Popen[bytes]):
@@ -538,16 +539,15 @@ def test_a_big_ledger_reads_its_directory_and_choices_in_other_processes_to_the_
 
     monkeypatch.setattr(store.subprocess, "Popen", Spy)
     aside, out_aside = build(led, corpus, snaps / "two")
-    # On SQLite the directory, the choices and notices, and half of the subjects' state
-    # really were read by three other processes.
+    # On SQLite the directory, the protected names and the subjects' current state really
+    # were read by three other processes.
     assert len(started) == (3 if led.engine.dialect.name == "sqlite" else 0)
     assert out_aside == out == CORPUS_OUT
     assert aside.snapshot_id == plain.snapshot_id
     assert aside.redacted_mentions == plain.redacted_mentions == 3
 
     # A corpus where no record may mention anyone (no list, no '@', no protected name)
-    # never reads the directory: only the choices and notices, and half of the subjects,
-    # were read aside.
+    # never reads the directory: only the names and the current state were read aside.
     quiet = write_jsonl(tmp_path / "q.jsonl", [r for r in CORPUS if r["record_id"] in QUIET])
     started.clear()
     _, out_alone = build(led, quiet, snaps / "three")
@@ -591,28 +591,26 @@ def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_bu
     when: str,
     aside: bool,
 ) -> None:
-    """The build's choices are read apart from its subjects (and, on a big SQLite
-    ledger, half of the subjects apart from the other half, in other processes): an
-    append between the reads must not make a mix of two heads."""
+    """The build's current-state tables are read one by one (on a big SQLite ledger, in
+    another process): an append between the reads must not make a mix of two heads."""
     from askfirst import decisions as decisions_mod
-    from askfirst.gate import consent as consent_mod
 
     if aside:
-        monkeypatch.setattr(consent_mod, "ASIDE_SUBJECTS", 1)  # every ledger counts as big
+        monkeypatch.setattr(decisions_mod, "ASIDE_SUBJECTS", 1)  # every ledger counts as big
 
     # Before the head, the build combines two reads; at or after it, it reads one.
     as_of = AS_OF if when == "as-of-before-head" else datetime.now(UTC)
     corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
     before, out_before = build(led, corpus, snaps / "before", as_of=as_of)
-    read = decisions_mod._read_subjects
+    read = decisions_mod._read_current
 
-    def read_then_append(ledger: Ledger, *sql: str) -> pa.Table:
-        table = read(ledger, *sql)
-        monkeypatch.setattr(decisions_mod, "_read_subjects", read)  # once
+    def read_then_append(ledger: Ledger, *args: Any) -> pa.Table:
+        table = read(ledger, *args)
+        monkeypatch.setattr(decisions_mod, "_read_current", read)  # once
         led.append(choice("bob", "withdraw", datetime.now(UTC)))
         return table
 
-    monkeypatch.setattr(decisions_mod, "_read_subjects", read_then_append)
+    monkeypatch.setattr(decisions_mod, "_read_current", read_then_append)
     during, out = build(led, corpus, snaps / "during", as_of=as_of)
     # Built against the head it pinned, without the withdrawal: the same snapshot ...
     assert during.ledger_head == before.ledger_head
@@ -634,7 +632,7 @@ def test_a_role_that_cannot_attach_lineage_fails_before_the_build_and_writes_not
     url, schema = fresh_pg_url(pg_admin)
     role = f"r_{uuid.uuid4().hex[:12]}"
     try:
-        world(Ledger.open(url, load_policy(), create=True)).close()
+        world(open_ledger(url, load_policy(), create=True)).close()
         with pg_admin.begin() as conn:
             conn.exec_driver_sql(f"CREATE ROLE {role} NOLOGIN")
             conn.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}")
@@ -642,14 +640,14 @@ def test_a_role_that_cannot_attach_lineage_fails_before_the_build_and_writes_not
             conn.exec_driver_sql(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
         corpus = write_jsonl(tmp_path / "c.jsonl", CORPUS)
         as_role = url + f"%20-crole%3D{role}"  # options=-csearch_path=... -crole=...
-        with Ledger.open(as_role) as led:
+        with open_ledger(as_role) as led:
             with pytest.raises(StorageError, match=f"role '{role}' cannot record"):
                 build_snapshot(led, GENAI, corpus, snaps / "s", as_of=AS_OF)
             assert list(snaps.iterdir()) == []  # no output folder, nothing half-built
             assert listed(url) == []
         with pg_admin.begin() as conn:
             conn.exec_driver_sql(f"ALTER TABLE {schema}.lineage OWNER TO {role}")
-        with Ledger.open(as_role) as led:
+        with open_ledger(as_role) as led:
             built = build_snapshot(led, GENAI, corpus, snaps / "s", as_of=AS_OF)
         assert [e["snapshot_id"] for e in listed(url)] == [built.snapshot_id]
     finally:

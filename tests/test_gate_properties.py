@@ -47,6 +47,7 @@ from askfirst import (
     SubjectIn,
     build_snapshot,
     decide,
+    open_ledger,
     parse_policy,
     read_snapshot,
     snapshots_of,
@@ -748,13 +749,13 @@ def fresh_ledger(pg_admin: sa.Engine | None = None) -> Iterator[Ledger]:
     if pg_admin is None:
         with (
             tempfile.TemporaryDirectory() as d,
-            Ledger.open(f"sqlite:///{Path(d) / 'ledger.db'}", POLICY, create=True) as led,
+            open_ledger(f"sqlite:///{Path(d) / 'ledger.db'}", POLICY, create=True) as led,
         ):
             yield led
         return
     url, schema = fresh_pg_url(pg_admin)
     try:
-        with Ledger.open(url, POLICY, create=True) as led:
+        with open_ledger(url, POLICY, create=True) as led:
             yield led
     finally:
         with pg_admin.begin() as conn:
@@ -784,7 +785,7 @@ def test_the_gate_keeps_only_what_may_be_used_postgres(
 @pytest.fixture
 def granted(tmp_path: Path) -> Iterator[Ledger]:
     """A ledger where m1 (in Germany) said yes to genai-training a day after BASE."""
-    with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}", POLICY, create=True) as led:
+    with open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", POLICY, create=True) as led:
         led.register([SubjectIn(id="m1", jurisdiction="DE")], since=BASE)
         led.append(NewEvent(type="choice", subject="m1", actor="m1", source="test",
                             purpose="genai-training", value="grant",

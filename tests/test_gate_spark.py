@@ -40,6 +40,7 @@ from askfirst import (
     StorageError,
     SubjectIn,
     build_snapshot,
+    open_ledger,
     snapshots_of,
 )
 from askfirst.gate import engine_spark
@@ -158,7 +159,7 @@ def led(tmp_path: Path) -> Iterator[Ledger]:
     """The world on a fresh SQLite ledger."""
     from askfirst import load_policy
 
-    with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}", load_policy(), create=True) as ledger:
+    with open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", load_policy(), create=True) as ledger:
         yield world(ledger)
 
 
@@ -573,7 +574,7 @@ def test_a_subject_mentioned_from_many_shards_has_the_same_lineage(
     one subject just under the limit, one over it, on both engines."""
     from askfirst import load_policy
 
-    with Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", load_policy(), create=True) as ledger:
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}", load_policy(), create=True) as ledger:
         world(ledger, fans=300)
         fans = [f"fan{i:03d}" for i in range(300)]
         rows = [rec(f"f{i}", fan, "hi @bob.b", mentions=["cyd"]) for i, fan in enumerate(fans)]
@@ -978,3 +979,35 @@ def test_a_build_without_a_session_leaves_the_callers_session_running(
     except Exception as e:  # a stopped session fails on use
         still = repr(e)
     assert still == 3
+
+
+def test_the_rule_tables_read_alike_on_spark(spark: SparkSession) -> None:
+    """The record rules and the shard key that test_rules.py holds DuckDB and Python to,
+    read by Spark SQL: the same reasons for the same witnesses, the same shard keys."""
+    from askfirst.lineage import shard_key, shard_key_sql
+    from askfirst.rules import record_reason_sql
+    from test_rules import AT, ON, RECORD, RECORD_WITNESSES
+
+    s = _live(spark)
+    rows = [{**RECORD, **w} for w in RECORD_WITNESSES.values()]
+    rows += [{**RECORD, "allowed": False, "reason": "withdrawn"}, dict(RECORD)]
+    frame = s.createDataFrame(
+        [(r["malformed"], r["category"], r["created_at"], r["subject"], r["allowed"], r["reason"])
+         for r in rows],
+        "malformed boolean, category string, created_at bigint, subject string, "
+        "allowed boolean, reason string",
+    )  # fmt: skip
+    frame.createOrReplaceTempView("rows_")
+    reason = record_reason_sql("spark", ON, AT)
+    one_row = s.sql(
+        f"SELECT {reason} AS reason, {shard_key_sql('spark', 'd.subject')} AS k FROM "
+        "(SELECT row_number() OVER (ORDER BY monotonically_increasing_id()) AS i, malformed, "
+        "category, timestamp_micros(created_at) AS created_at, subject, allowed, reason "
+        "FROM rows_) c JOIN (SELECT row_number() OVER (ORDER BY "
+        "monotonically_increasing_id()) AS i, subject, allowed, reason FROM rows_) d "
+        "ON c.i = d.i ORDER BY c.i"
+    ).collect()
+    assert [r["reason"] for r in one_row] == [*RECORD_WITNESSES, "withdrawn", None]
+    assert [r["k"] for r in one_row] == [
+        shard_key(r["subject"]) if r["subject"] is not None else None for r in rows
+    ]

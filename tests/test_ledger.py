@@ -33,6 +33,7 @@ from askfirst import (
     UnknownPurpose,
     UnknownSubject,
     load_policy,
+    open_ledger,
 )
 from askfirst.gate.manifest import LedgerHeadRef, SnapshotManifest
 from askfirst.ledger import tables
@@ -614,7 +615,7 @@ def empty_db(db_url: str) -> Iterator[sa.Engine]:
 
 def test_open_with_create_makes_the_schema(db_url: str, empty_db: sa.Engine) -> None:
     assert sa.inspect(empty_db).get_table_names() == []
-    with Ledger.open(db_url, create=True) as led:
+    with open_ledger(db_url, create=True) as led:
         assert (led.head().seq, led.head().hash) == (0, GENESIS)
     assert set(sa.inspect(empty_db).get_table_names()) == {
         *LEDGER_TABLES,
@@ -624,20 +625,20 @@ def test_open_with_create_makes_the_schema(db_url: str, empty_db: sa.Engine) -> 
 
 
 def test_open_with_create_twice_keeps_the_data(db_url: str) -> None:
-    with Ledger.open(db_url, create=True) as led:
+    with open_ledger(db_url, create=True) as led:
         led.register([SubjectIn(id="m1")])
         led.append(choice("m1"))
         before = snapshot(led)
-    with Ledger.open(db_url, create=True) as led:
+    with open_ledger(db_url, create=True) as led:
         assert snapshot(led) == before
         led.append(choice("m1", "withdraw"))
         assert_chained(all_events(led))
-    with Ledger.open(db_url) as led:
+    with open_ledger(db_url) as led:
         assert led.head().seq == 4
 
 
 def test_tables_metadata_matches_the_migrated_schema(db_url: str, empty_db: sa.Engine) -> None:
-    Ledger.open(db_url, create=True).close()
+    open_ledger(db_url, create=True).close()
     with empty_db.connect() as conn:
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "include_name": tables.described}
@@ -737,7 +738,7 @@ def test_lineage_recorded_before_partitioning_survives_the_upgrade_and_back(
             ],
         )
     migrate("head")
-    with Ledger.open(db_url, load_policy()) as led:
+    with open_ledger(db_url, load_policy()) as led:
         assert held(led, "m1") == [("2", 0, 2), ("1", 3, 0)]
         record(led, manifest(3), "/s/3", lineage_rows(("m1", 1, 1), ("m3", 4, 0)))
         assert held(led, "m1") == [("3", 1, 1), ("2", 0, 2), ("1", 3, 0)]
@@ -763,7 +764,7 @@ def test_lineage_recorded_before_partitioning_survives_the_upgrade_and_back(
 def test_lineage_that_cannot_be_recorded_leaves_nothing_behind(
     db_url: str, empty_db: sa.Engine
 ) -> None:
-    with Ledger.open(db_url, load_policy(), create=True) as led:
+    with open_ledger(db_url, load_policy(), create=True) as led:
         twice = lineage_rows(("m1", 1, 0), ("m2", 1, 0), ("m1", 2, 0))
         with pytest.raises(StorageError, match="could not record the snapshot's lineage"):
             record(led, manifest(1), "/s/1", twice)
@@ -786,16 +787,16 @@ def test_lineage_that_cannot_be_recorded_leaves_nothing_behind(
 
 def test_open_without_schema_says_to_run_init(db_url: str, empty_db: sa.Engine) -> None:
     with pytest.raises(StorageError, match="askfirst init"):
-        Ledger.open(db_url)
+        open_ledger(db_url)
     assert "events" not in sa.inspect(empty_db).get_table_names()
 
 
 def test_open_an_out_of_date_schema_says_to_run_init(db_url: str, empty_db: sa.Engine) -> None:
-    Ledger.open(db_url, create=True).close()
+    open_ledger(db_url, create=True).close()
     with empty_db.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(StorageError, match=r"out of date.*askfirst init"):
-        Ledger.open(db_url)
+        open_ledger(db_url)
 
 
 def test_reading_many_rows_as_arrow_keeps_every_value_exact(tmp_path: Path) -> None:

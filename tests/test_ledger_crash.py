@@ -19,7 +19,7 @@ from typing import IO
 
 import pytest
 
-from askfirst import Ledger, NewEvent, SubjectIn
+from askfirst import Ledger, NewEvent, SubjectIn, open_ledger
 from askfirst.ledger.events import GENESIS
 
 GENAI = "genai-training"
@@ -85,9 +85,9 @@ def test_writer_threads_lose_nothing(ledger: Ledger) -> None:
 
 WRITER = """
 import sys
-from askfirst import Ledger, NewEvent
+from askfirst import NewEvent, open_ledger
 url, i, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with Ledger.open(url) as led:
+with open_ledger(url) as led:
     print("ready", flush=True)
     sys.stdin.readline()
     for j in range(n):
@@ -139,8 +139,8 @@ def test_writer_processes_lose_nothing(ledger: Ledger, db_url: str) -> None:
 
 CRASHER = """
 import itertools, sys
-from askfirst import Ledger, NewEvent
-with Ledger.open(sys.argv[1]) as led:
+from askfirst import NewEvent, open_ledger
+with open_ledger(sys.argv[1]) as led:
     for j in itertools.count():
         ev = led.append(NewEvent(type="choice", subject="m1", actor="m1",
                                  source=f"crash-{j}", purpose="genai-training",
@@ -187,7 +187,7 @@ def test_acknowledged_appends_survive_sigkill(ledger: Ledger, db_url: str, run: 
         source, seq = line.split()
         acked[source] = int(seq)
 
-    with Ledger.open(db_url) as after:
+    with open_ledger(db_url) as after:
         assert_complete(after, acked)
         stored = [e.source for e in after.events(limit=1_000_000) if e.type == "choice"]
         # at most the one append in flight when killed was committed without being printed

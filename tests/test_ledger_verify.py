@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from askfirst import Event, Ledger, NewEvent, SubjectIn, VerifyReport
+from askfirst import Event, Ledger, NewEvent, SubjectIn, VerifyReport, open_ledger
 from askfirst.ledger.events import GENESIS, event_hash
 from conftest import fresh_pg_url
 
@@ -330,7 +330,7 @@ def test_verify_sees_changes_made_after_an_earlier_verify(history: Ledger) -> No
 
 def test_sqlite_text_in_an_integer_column_is_found_at_its_seq(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with Ledger.open(url, create=True) as led:
+    with open_ledger(url, create=True) as led:
         led.register([SubjectIn(id=f"m{i}") for i in range(4)])
         run_sql(led, "UPDATE events SET recorded_at = 'yesterday' WHERE seq = 5")
         assert_chain_bad_at(led.verify(), 5)
@@ -418,7 +418,7 @@ def test_any_single_row_tamper_is_detected(
     )
     @given(subjects=st.integers(1, 3), steps=STEPS, data=st.data())
     def check(subjects: int, steps: list[tuple[str, int, str]], data: st.DataObject) -> None:
-        with Ledger.open(new_url(), create=True) as led:
+        with open_ledger(new_url(), create=True) as led:
             n = build(led, subjects, steps)
             events = all_events(led)
             # the untouched ledger is a valid chain (checked without verify, see module doc)

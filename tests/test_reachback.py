@@ -30,10 +30,9 @@ from typer.testing import CliRunner, Result
 from askfirst import Ledger, NewEvent, SubjectIn, build_snapshot, read_snapshot, snapshots_of
 from askfirst.cli import app
 from askfirst.data_in_ai import data_in_ai
-from askfirst.gate.plan import shard_key
 from askfirst.gate.rebuild import rebuild_snapshot, rebuild_stale
 from askfirst.ledger import store
-from askfirst.lineage import list_snapshots
+from askfirst.lineage import list_snapshots, shard_key
 from askfirst.models import close_task, list_tasks, register_model
 
 GENAI = "genai-training"

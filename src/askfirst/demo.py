@@ -24,12 +24,13 @@ from rich.table import Table
 from sqlalchemy import insert
 
 from askfirst import accounts, privacy, times
-from askfirst.decisions import EXPLAIN, Reason, decide_many
+from askfirst.decisions import ALLOWED, EXPLAIN, Reason, decide_many
 from askfirst.ledger import Ledger, NewEvent, SubjectIn
 from askfirst.ledger.events import authority_value
 from askfirst.ledger.tables import content
 from askfirst.models import list_tasks
 from askfirst.policy import load_policy
+from askfirst.propagation import open_ledger
 
 SEED = 20261129
 MEMBER_PASSWORD = "askfirst-demo"
@@ -255,7 +256,7 @@ def build(folder: Path) -> Demo:
     url = f"sqlite:///{folder / 'askfirst.db'}"
     key_dir = folder / "keys"
     staff_file = key_dir / "staff-password.txt"
-    with Ledger.open(url, load_policy(), create=True) as ledger:
+    with open_ledger(url, load_policy(), create=True) as ledger:
         if ledger.head().seq == 0:
             _populate(ledger, folder, staff_file)
     samples = [handle for handle, _ in SAMPLES.values()]
@@ -360,7 +361,7 @@ def _train(ledger: Ledger, folder: Path, members: list[SubjectIn]) -> None:
 
 def summary(demo: Demo, out: Console, base_url: str) -> None:
     """What the demo holds, who may be used for what and why, and how to sign in."""
-    with Ledger.open(demo.url, load_policy()) as ledger:
+    with open_ledger(demo.url, load_policy()) as ledger:
         table = Table(title="genai-training today, by reason", title_justify="left")
         for col in ("reason", "subjects", "used?", "meaning"):
             table.add_column(col)
@@ -369,7 +370,7 @@ def summary(demo: Demo, out: Console, base_url: str) -> None:
         for d in decisions:
             counts[d["reason"]] = counts.get(d["reason"], 0) + 1
         for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-            allowed = reason in ("granted", "default-after-notice")
+            allowed = Reason(reason) in ALLOWED
             table.add_row(reason, str(n), "yes" if allowed else "no", EXPLAIN[Reason(reason)])
         head = ledger.head()
         open_tasks = list_tasks(ledger, status="open")

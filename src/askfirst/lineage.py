@@ -9,28 +9,84 @@ lineage.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
-import pyarrow as pa
-import pyarrow.csv as pacsv
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 from askfirst import times
 from askfirst.errors import InputError, StorageError
-from askfirst.gate.manifest import SnapshotManifest
 from askfirst.ledger import store
 from askfirst.ledger.events import Event
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import events, lineage, snapshots
-from askfirst.propagation import propagate, queue_rebuilt
+from askfirst.outbox import queue_rebuilt
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _COLUMNS = ("subject_id", "author_records", "mention_records", "mention_keys")
+
+# ---- shard keys -------------------------------------------------------------------------------
+# A record's shard key is a 16-bit bucket of its author: training sharded by
+# ``shard_key % N`` keeps each author's records in one shard, so that unlearning one
+# member retrains one shard (SISA), and a task can name it. One definition, read by
+# Python (tasks), DuckDB and Spark (the gate's engines); a test holds them together.
+SHARD_KEYS = 65_536
+# The most shard keys lineage lists for one mentioned subject; beyond it, "every shard".
+MAX_MENTION_KEYS = 256
+
+
+def shard_key(author_id: str) -> int:
+    """The author's shard key: the first two bytes of MD5(author id), little-endian."""
+    return int.from_bytes(hashlib.md5(author_id.encode()).digest()[:2], "little")
+
+
+def shard_key_sql(dialect: str, column: str) -> str:
+    """:func:`shard_key` of ``column`` as an SQL expression, in DuckDB's or Spark's SQL."""
+    if dialect == "duckdb":
+        return f"(md5_number({column}) & 65535)::INTEGER"
+    if dialect == "spark":
+        return (
+            f"CAST(conv(concat(substring(md5({column}), 3, 2), "
+            f"substring(md5({column}), 1, 2)), 16, 10) AS INT)"
+        )
+    raise ValueError(f"no shard key for SQL dialect {dialect!r}")
+
+
+def shards_of(keys: list[int], shards: int) -> list[int]:
+    """The shards (of ``shards``) that records with these shard keys fall in."""
+    return sorted({k % shards for k in keys})
+
+
+class Manifest(Protocol):
+    """What the registry records of a snapshot's manifest (``gate.SnapshotManifest``)."""
+
+    @property
+    def snapshot_id(self) -> str: ...
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def as_of(self) -> str: ...
+    @property
+    def policy_hash(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def on_mention(self) -> str: ...
+    @property
+    def corpus(self) -> str: ...
+    @property
+    def head_seq(self) -> int: ...
+    @property
+    def head_hash(self) -> str: ...
+    def to_json(self) -> dict[str, Any]: ...
 
 
 _ROWS_PER_STATEMENT = 500
@@ -71,6 +127,9 @@ _CSV_ROWS = 262_144  # rows encoded at a time, so the server parses while we enc
 
 
 def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     # The snapshot's rows go into a table of their own with no index; the key is then
     # built in one sorted pass and the table attached as the snapshot's partition. The
     # CHECK lets the attach trust the rows without reading them again. ``snapshot`` is
@@ -108,6 +167,72 @@ def _bulk_postgres(conn: Connection, snapshot: int, rows: pa.Table) -> None:
         cur.execute(f"ANALYZE {part}")
 
 
+_HELD = ("live", "stale")  # snapshots whose data files still exist
+
+# The snapshots whose data still exists; then, for one subject, one key probe of the
+# lineage per snapshot (the key is (snapshot, subject)) — never a scan of the lineage.
+HELD_SNAPSHOTS = select(
+    snapshots.c.id, snapshots.c.snapshot_id, snapshots.c.purpose, snapshots.c.status
+).where(snapshots.c.status.in_(_HELD))
+_LINEAGE_OF = select(
+    lineage.c.snapshot, lineage.c.author_records, lineage.c.mention_records, lineage.c.mention_keys
+).where(
+    lineage.c.snapshot.in_(bindparam("ids", expanding=True)),
+    lineage.c.subject_id == bindparam("sid"),
+)
+# On PostgreSQL, where each snapshot is a partition, the numbers are joined rather than
+# listed: each probe then reaches just its own partition (pruned as it runs), where an
+# IN list is planned for, and checked inside, every partition it names (12 ms against
+# 2.6 ms with 100 snapshots).
+_LINEAGE_OF_PG = text(
+    "SELECT l.snapshot, l.author_records, l.mention_records, l.mention_keys "
+    "FROM unnest(CAST(:ids AS INTEGER[])) AS s(n) "
+    "JOIN lineage l ON l.snapshot = s.n AND l.subject_id = :sid"
+)
+
+
+@dataclass(frozen=True)
+class Held:
+    """One snapshot holding a subject's data, and how."""
+
+    id: int
+    snapshot_id: str
+    purpose: str
+    status: str
+    author_records: int
+    mention_records: int
+    mention_keys: str | None
+
+
+def _lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequence[Any]:
+    """``subject``'s lineage rows (snapshot, author_records, mention_records,
+    mention_keys) in the snapshots ``numbers``: one key probe per snapshot."""
+    ids = sorted(numbers)
+    if not ids:
+        return []
+    query = _LINEAGE_OF_PG if conn.dialect.name == "postgresql" else _LINEAGE_OF
+    return conn.execute(query, {"ids": ids, "sid": subject}).all()
+
+
+def holding(conn: Connection, subject: str, snaps: dict[int, Any]) -> list[Held]:
+    """Which of ``snaps`` (registry rows by number) hold ``subject``'s data, and how."""
+    out = []
+    for r in _lineage_of(conn, subject, snaps):
+        snap = snaps[r.snapshot]
+        out.append(
+            Held(
+                r.snapshot,
+                snap.snapshot_id,
+                snap.purpose,
+                snap.status,
+                r.author_records,
+                r.mention_records,
+                r.mention_keys,
+            )
+        )
+    return out
+
+
 def check_can_record(ledger: Ledger) -> None:
     """Fail at once, before a build does its work, if this database role could not
     record the snapshot's lineage: on PostgreSQL it creates a table in askfirst's schema
@@ -132,7 +257,7 @@ def check_can_record(ledger: Ledger) -> None:
 
 def record(
     ledger: Ledger,
-    manifest: SnapshotManifest,
+    manifest: Manifest,
     path: str,
     rows: pa.Table,
     before_commit: Callable[[], None] | None = None,
@@ -153,8 +278,8 @@ def record(
                 snapshot_id=manifest.snapshot_id,
                 purpose=manifest.purpose,
                 as_of=times.to_micros(times.parse(manifest.as_of)),
-                head_seq=manifest.ledger_head.seq,
-                head_hash=manifest.ledger_head.hash,
+                head_seq=manifest.head_seq,
+                head_hash=manifest.head_hash,
                 policy_hash=manifest.policy_hash,
                 engine=manifest.engine,
                 on_mention=manifest.on_mention,
@@ -175,29 +300,33 @@ def record(
             )
             queue_rebuilt(conn, replaces, manifest.snapshot_id, now)
         if "mention_keys" not in rows.column_names:
+            import pyarrow as pa
+
             rows = rows.append_column("mention_keys", pa.nulls(rows.num_rows, pa.string()))
         if rows.num_rows:
+            driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
             try:
                 if store.is_postgres(ledger.engine):
+                    import psycopg
+
+                    driver_errors = (psycopg.Error,)
                     _bulk_postgres(conn, number, rows)
                 else:
                     _bulk_sqlite(conn, number, rows)
-            except (sqlite3.Error, psycopg.Error) as e:  # the driver's own cursor: name it
+            except driver_errors as e:  # the driver's own cursor: name it
                 raise StorageError(
                     f"could not record the snapshot's lineage: {store.first_line(e)}"
                 ) from None
-        if head.seq > manifest.ledger_head.seq:
+        if head.seq > manifest.head_seq:
             # Events recorded while the build ran: a withdrawal among them reaches the
             # new snapshot at once, as it would any other.
             since = [
                 Event(*row)
                 for row in conn.execute(
-                    select(*events.c)
-                    .where(events.c.seq > manifest.ledger_head.seq)
-                    .order_by(events.c.seq)
+                    select(*events.c).where(events.c.seq > manifest.head_seq).order_by(events.c.seq)
                 )
             ]
-            propagate(conn, ledger.policy, since)
+            ledger.after_append(conn, ledger.policy, since)
         if before_commit is not None:
             before_commit()
         return int(number)

@@ -22,7 +22,8 @@ from askfirst.ledger import store
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import lineage as lineage_t
 from askfirst.ledger.tables import model_snapshots, models, snapshots, tasks, withdrawals
-from askfirst.propagation import holding, open_tasks
+from askfirst.lineage import holding
+from askfirst.propagation import open_tasks
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")

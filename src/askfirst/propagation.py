@@ -19,68 +19,25 @@ none is lost.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
-from askfirst import times
-from askfirst.gate.plan import shard_key, shards_of
 from askfirst.ledger.events import Event, EventType
-from askfirst.ledger.tables import (
-    deliveries,
-    events,
-    lineage,
-    model_snapshots,
-    models,
-    outbox,
-    snapshots,
-    tasks,
-    withdrawals,
-)
-from askfirst.policy import Policy
+from askfirst.ledger.ledger import Ledger
+from askfirst.ledger.state import State
+from askfirst.ledger.tables import events, model_snapshots, models, snapshots, tasks, withdrawals
+from askfirst.lineage import HELD_SNAPSHOTS, holding, shard_key, shards_of
+from askfirst.outbox import queue_withdrawn
+from askfirst.policy import Policy, load_policy
+from askfirst.rules import ALLOWED, Context, evaluate
 
 # Events that can end a use; any other event (a grant, a notice) cannot.
 _MAY_END = {EventType.GPC, EventType.STATUS, EventType.MINOR, EventType.JURISDICTION}
-_HELD = ("live", "stale")  # snapshots whose data files still exist
-
-# The snapshots whose data still exists; then, for one subject, one key probe of the
-# lineage per snapshot (the key is (snapshot, subject)) — never a scan of the lineage.
-_HELD_SNAPSHOTS = select(
-    snapshots.c.id, snapshots.c.snapshot_id, snapshots.c.purpose, snapshots.c.status
-).where(snapshots.c.status.in_(_HELD))
-_LINEAGE_OF = select(
-    lineage.c.snapshot, lineage.c.author_records, lineage.c.mention_records, lineage.c.mention_keys
-).where(
-    lineage.c.snapshot.in_(bindparam("ids", expanding=True)),
-    lineage.c.subject_id == bindparam("sid"),
-)
-# On PostgreSQL, where each snapshot is a partition, the numbers are joined rather than
-# listed: each probe then reaches just its own partition (pruned as it runs), where an
-# IN list is planned for, and checked inside, every partition it names (12 ms against
-# 2.6 ms with 100 snapshots).
-_LINEAGE_OF_PG = text(
-    "SELECT l.snapshot, l.author_records, l.mention_records, l.mention_keys "
-    "FROM unnest(CAST(:ids AS INTEGER[])) AS s(n) "
-    "JOIN lineage l ON l.snapshot = s.n AND l.subject_id = :sid"
-)
 _EVENTS_OF = select(*events.c).where(events.c.subject_id == bindparam("sid")).order_by(events.c.seq)
-
-
-@dataclass(frozen=True)
-class Held:
-    """One snapshot holding a subject's data, and how."""
-
-    id: int
-    snapshot_id: str
-    purpose: str
-    status: str
-    author_records: int
-    mention_records: int
-    mention_keys: str | None
 
 
 @dataclass
@@ -110,7 +67,7 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
             last[e.subject] = e
     if not last:
         return done
-    snaps = {row.id: row for row in conn.execute(_HELD_SNAPSHOTS)}
+    snaps = {row.id: row for row in conn.execute(HELD_SNAPSHOTS)}
     if not snaps:
         return done
     at = batch[-1].recorded_at
@@ -119,35 +76,6 @@ def propagate(conn: Connection, policy: Policy, batch: Sequence[Event]) -> Propa
         if held:
             _one_subject(conn, policy, subject, trigger, held, at, done)
     return done
-
-
-def _lineage_of(conn: Connection, subject: str, numbers: Iterable[int]) -> Sequence[Any]:
-    """``subject``'s lineage rows (snapshot, author_records, mention_records,
-    mention_keys) in the snapshots ``numbers``: one key probe per snapshot."""
-    ids = sorted(numbers)
-    if not ids:
-        return []
-    query = _LINEAGE_OF_PG if conn.dialect.name == "postgresql" else _LINEAGE_OF
-    return conn.execute(query, {"ids": ids, "sid": subject}).all()
-
-
-def holding(conn: Connection, subject: str, snaps: dict[int, Any]) -> list[Held]:
-    """Which of ``snaps`` (registry rows by number) hold ``subject``'s data, and how."""
-    out = []
-    for r in _lineage_of(conn, subject, snaps):
-        snap = snaps[r.snapshot]
-        out.append(
-            Held(
-                r.snapshot,
-                snap.snapshot_id,
-                snap.purpose,
-                snap.status,
-                r.author_records,
-                r.mention_records,
-                r.mention_keys,
-            )
-        )
-    return out
 
 
 def _one_subject(
@@ -159,8 +87,6 @@ def _one_subject(
     at: int,
     done: Propagated,
 ) -> None:
-    from askfirst.decisions import ALLOWED, SubjectState, evaluate
-
     history = [Event(*row) for row in conn.execute(_EVENTS_OF, {"sid": subject})]
     ended: dict[str, tuple[str, int]] = {}  # purpose -> (reason, event seq)
     for purpose in {row.purpose for row in held}:
@@ -170,7 +96,8 @@ def _one_subject(
             continue
         if not p.reaches_back:
             continue
-        reason, seq = evaluate(SubjectState.fold(history, p), policy, p, at)
+        state = State.fold(history, p.name, p.version)
+        reason, seq = evaluate(state, Context(policy, p, at))
         if reason not in ALLOWED:
             ended[purpose] = (str(reason), seq if seq is not None else trigger.seq)
     hit = [row for row in held if row.purpose in ended]
@@ -210,7 +137,7 @@ def _one_subject(
         )
         done.stale.update(live)
     done.tasks += open_tasks(conn, subject, hit, trigger.seq, at)
-    done.notices += _queue_notices(conn, subject, fresh, ended, trigger, at)
+    done.notices += queue_withdrawn(conn, subject, fresh, ended, trigger, at)
 
 
 def task_role(author_records: int, mention_records: int) -> str:
@@ -274,93 +201,9 @@ def open_tasks(conn: Connection, subject: str, held: list[Any], event_seq: int, 
     return len(rows)
 
 
-def notice_key(*parts: object) -> str:
-    """The idempotency key of one notice, from what makes it that notice: the same
-    notice always has the same key."""
-    blob = "\x1f".join(str(p) for p in parts).encode()
-    return hashlib.sha256(blob).hexdigest()[:48]
-
-
-def _outbox_row(recipient: int, payload: dict[str, Any], at: int) -> dict[str, Any]:
-    """A notice owed to a partner, due at once; ``payload["id"]`` is its key."""
-    return {
-        "recipient": recipient,
-        "idempotency_key": payload["id"],
-        "kind": payload["type"],
-        "payload": json.dumps(payload, sort_keys=True),
-        "created_at": at,
-        "attempts": 0,
-        "next_attempt_at": at,
-    }
-
-
-def queue_rebuilt(conn: Connection, old: int, new_id: str, at: int) -> int:
-    """Tell every partner that received snapshot ``old`` that it was retired and which
-    snapshot replaces it (they may ask for the new one); returns the notices queued."""
-    row = conn.execute(
-        select(snapshots.c.snapshot_id, snapshots.c.purpose).where(snapshots.c.id == old)
-    ).one()
-    sent = (
-        conn.execute(select(deliveries.c.recipient).where(deliveries.c.snapshot == old))
-        .scalars()
-        .all()
-    )
-    rows = []
-    for recipient in sent:
-        payload = {
-            "type": "snapshot.rebuilt",
-            "id": notice_key(recipient, row.snapshot_id, new_id),
-            "snapshot_id": row.snapshot_id,
-            "replaced_by": new_id,
-            "purpose": row.purpose,
-            "retired_at": times.iso(at),
-            "action": (
-                "This snapshot is retired: delete every copy of it and of anything derived "
-                "from it. The snapshot that replaces it holds no withdrawn data; ask us for "
-                "it if you still need it."
-            ),
-        }
-        rows.append(_outbox_row(recipient, payload, at))
-    if rows:
-        conn.execute(insert(outbox), rows)
-    return len(rows)
-
-
-def _queue_notices(
-    conn: Connection,
-    subject: str,
-    fresh: list[Any],
-    ended: dict[str, tuple[str, int]],
-    trigger: Event,
-    at: int,
-) -> int:
-    if not fresh:
-        return 0
-    by_snapshot = {row.id: row for row in fresh}
-    sent = conn.execute(
-        select(deliveries.c.snapshot, deliveries.c.recipient).where(
-            deliveries.c.snapshot.in_(list(by_snapshot))
-        )
-    ).all()
-    rows = []
-    for snap, recipient in sent:
-        row = by_snapshot[snap]
-        # The partner never learns who: the snapshot holds no author ids, and the notice
-        # asks them to stop using and delete the whole snapshot.
-        payload = {
-            "type": "snapshot.data-withdrawn",
-            "id": notice_key(recipient, row.snapshot_id, subject, trigger.seq),
-            "snapshot_id": row.snapshot_id,
-            "purpose": row.purpose,
-            "reason": ended[row.purpose][0],
-            "withdrawn_at": times.iso(at),
-            "action": (
-                "Stop using this snapshot and delete every copy of it and of anything "
-                "derived from it (GDPR Art. 17 and 19). A rebuilt snapshot without the "
-                "withdrawn data will be offered to you."
-            ),
-        }
-        rows.append(_outbox_row(recipient, payload, at))
-    if rows:
-        conn.execute(insert(outbox), rows)
-    return len(rows)
+def open_ledger(url: str, policy: Policy | None = None, *, create: bool = False) -> Ledger:
+    """Open the consent ledger at ``url`` (with ``create``, make or upgrade its schema),
+    checked against ``policy`` (default: the shipped one), with reaching back installed:
+    every append carries its ends of use back in its own transaction. The way to open a
+    ledger; ``Ledger.open`` needs to be told what to run after an append."""
+    return Ledger.open(url, policy or load_policy(), create=create, after_append=propagate)

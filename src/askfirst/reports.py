@@ -9,6 +9,7 @@ people whose data was used live — and says plainly which sections the provider
 complete from elsewhere.
 
 ``subject_report`` is everything askfirst holds about one subject (GDPR Art. 15).
+``choice_counts`` and ``decision_counts`` are the staff console's figures.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from sqlalchemy import func, select
 
 from askfirst import lineage, privacy, times
 from askfirst.data_in_ai import data_in_ai
+from askfirst.decisions import decide_many
 from askfirst.errors import InputError
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import (
     accounts,
     api_tokens,
+    choice_state,
     content,
     model_snapshots,
     models,
@@ -317,3 +320,46 @@ def subject_report(ledger: Ledger, subject: str) -> dict[str, Any]:
             for r in records
         ],
     }
+
+
+# ---- the staff console's figures ------------------------------------------------------------
+
+
+def choice_counts(ledger: Ledger) -> list[dict[str, Any]]:
+    """Current choices by purpose, regime and action."""
+    q = (
+        select(
+            choice_state.c.purpose,
+            subject_state.c.jurisdiction,
+            choice_state.c.action,
+            func.count(),
+        )
+        .join(subject_state, subject_state.c.subject_id == choice_state.c.subject_id)
+        .group_by(choice_state.c.purpose, subject_state.c.jurisdiction, choice_state.c.action)
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    with ledger.engine.connect() as conn:
+        for purpose, jurisdiction, action, n in conn.execute(q):
+            key = (purpose, str(ledger.policy.regime(jurisdiction)), action)
+            counts[key] = counts.get(key, 0) + n
+    return [
+        {"purpose": p, "regime": r, "action": a, "count": n}
+        for (p, r, a), n in sorted(counts.items())
+    ]
+
+
+def decision_counts(ledger: Ledger) -> list[dict[str, Any]]:
+    """For each purpose: how many subjects there are, and how many may be used now."""
+    import pyarrow.compute as pc
+
+    out = []
+    for name in ledger.policy.purposes:
+        allowed = decide_many(ledger, name).column("allowed")
+        out.append(
+            {
+                "purpose": name,
+                "subjects": len(allowed),
+                "allowed": int(pc.sum(allowed).as_py() or 0),
+            }
+        )
+    return out

@@ -7,14 +7,13 @@ record that may mention someone needs, are read when the first such record comes
 :class:`Directory`). Engines (DuckDB and Spark) only ever see these Arrow tables, so
 they give the same answers.
 
-Reaching back (DESIGN.md): for a purpose that reaches back, a subject counts as yes only
-if the decision is yes at the as-of time *and* at the head the build runs against. The
-reason recorded for a no is the one at the as-of time, or else the one at the head.
+Reaching back (DESIGN.md) is ``decisions.decisions_for_use``: for a purpose that reaches
+back, a subject counts as yes only if the decision is yes at the as-of time *and* at the
+head the build runs against.
 """
 
 from __future__ import annotations
 
-import functools
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,28 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 
-from askfirst import times
-from askfirst.decisions import (
-    _duckdb,
-    decisions_at_head,
-    decisions_pinned,
-    release_duckdb,
-    side_queries,
-    subject_halves,
-)
+from askfirst import decisions, times
 from askfirst.errors import InputError
 from askfirst.ledger import store
-from askfirst.ledger.ledger import Head, Ledger
+from askfirst.ledger.events import Head
+from askfirst.ledger.ledger import Ledger
 from askfirst.policy import Purpose
+from askfirst.rules import decisions_schema, release_duckdb
 
-DECISIONS_SCHEMA = pa.schema(
-    [
-        ("subject", pa.string()),
-        ("allowed", pa.bool_()),
-        ("reason", pa.string()),
-        ("event_seq", pa.int64()),
-    ]
-)
 DIRECTORY_SCHEMA = pa.schema(
     [
         ("subject", pa.string()),
@@ -115,42 +100,14 @@ class Consent:
     as_of: int
     head: Head
     policy_hash: str
-    decisions: pa.Table  # DECISIONS_SCHEMA, one row per subject known at the head
+    decisions: pa.Table  # rules.decisions_schema(), one row per subject known at the head
     names: pa.Table  # DIRECTORY_SCHEMA: the protected subjects, whose names are looked for
     directory: Directory  # everyone's handles and names, read when needed
 
     def release(self) -> None:
         """Let go of the decisions once an engine has loaded them, so that a build does
         not hold a second copy of them while it streams."""
-        self.decisions = DECISIONS_SCHEMA.empty_table()
-
-
-def combine(at_as_of: pa.Table, at_head: pa.Table) -> pa.Table:
-    """Yes only where both are yes; the reason is the first no (as-of time, then head)."""
-    con = _duckdb()
-    con.register("t_", at_as_of)
-    con.register("h_", at_head)
-    try:
-        return (
-            con.sql("""
-SELECT h.subject,
-  coalesce(t.allowed, false) AND h.allowed AS allowed,
-  CASE WHEN NOT coalesce(t.allowed, false) THEN coalesce(t.reason, 'unknown-subject')
-       ELSE h.reason END AS reason,
-  CASE WHEN NOT coalesce(t.allowed, false) THEN t.event_seq ELSE h.event_seq END AS event_seq
-FROM h_ h LEFT JOIN t_ t ON t.subject = h.subject ORDER BY h.subject""")
-            .to_arrow_table()
-            .cast(DECISIONS_SCHEMA)
-        )
-    finally:
-        con.unregister("t_")
-        con.unregister("h_")
-
-
-# With this many subjects, a build reads in a second process (SQLite; see
-# ``store.read_later``) the choices and notices while it reads the subjects, and the
-# directory while it reads the corpus.
-ASIDE_SUBJECTS = 100_000
+        self.decisions = decisions_schema().empty_table()
 
 
 def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Consent:
@@ -160,42 +117,10 @@ def gather(ledger: Ledger, purpose: str, as_of: datetime | None = None) -> Conse
     at = times.to_micros(as_of) if as_of is not None else times.to_micros(times.now())
     if at > times.to_micros(times.now()):
         raise InputError(f"as-of {times.iso(at)} is in the future")
-    aside = store.has_rows(ledger.engine, "subjects", ASIDE_SUBJECTS)
-    # The decisions at the head come from the current-state tables. On a big SQLite
-    # ledger, their choices and notices are read in a second process with the
-    # protected names, and half of ``subject_state`` in a third, while the other half
-    # is read here.
-    head_needed = at >= head.recorded_at or p.reaches_back
-    side = side_queries(p) if head_needed else []
-    names_query = (_NAMES_SQL, DIRECTORY_SCHEMA)
-    split = aside and head_needed and ledger.engine.dialect.name == "sqlite"
-    here, there = subject_halves(ledger) if split else (None, None)
-    with (
-        store.read_later(ledger.engine, [*side, names_query], aside=aside) as read,
-        store.read_later(ledger.engine, [there] if there else [], aside=bool(there)) as half,
-    ):
-
-        @functools.cache
-        def tables() -> list[pa.Table]:
-            return read.result()  # the side queries' tables, then the names
-
-        def side_tables() -> list[pa.Table]:
-            return tables()[: len(side)] + half.result()
-
-        def at_head(t: int) -> pa.Table:
-            if here is None:
-                return decisions_at_head(ledger, p, head, t, side_tables)
-            return decisions_at_head(ledger, p, head, t, side_tables, here[0])
-
-        if at >= head.recorded_at:
-            # Nothing was recorded after the as-of time.
-            decisions = at_head(at)
-        elif not p.reaches_back:
-            decisions = decisions_pinned(ledger, p, head, at)
-        else:
-            decisions = combine(decisions_pinned(ledger, p, head, at), at_head(head.recorded_at))
-        names = tables()[-1]
-        decisions = decisions.cast(DECISIONS_SCHEMA)
+    # On a big ledger the protected names are read aside while the decisions are read.
+    aside = store.has_rows(ledger.engine, "subjects", decisions.ASIDE_SUBJECTS)
+    with store.read_later(ledger.engine, [(_NAMES_SQL, DIRECTORY_SCHEMA)], aside=aside) as read:
+        table = decisions.decisions_for_use(ledger, p, head, at)
+        (names,) = read.result()
     release_duckdb()  # what the reads cached is not needed while the build streams
-    directory = Directory(ledger.engine, aside)
-    return Consent(p, at, head, ledger.policy.hash, decisions, names, directory)
+    return Consent(p, at, head, ledger.policy.hash, table, names, Directory(ledger.engine, aside))

@@ -33,6 +33,7 @@ from askfirst.gate.mentions import (
 )
 from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
 from askfirst.gate.redaction import NameFinder
+from askfirst.rules import record_reason_sql
 
 # Excluded records leave their text and mentions behind here: only the reason travels on.
 _MAIN = """
@@ -44,14 +45,7 @@ SELECT record_id, category, created_at, author_id, author_idx, shard_key, reason
 FROM (
   SELECT *, CASE WHEN reason IS NULL THEN md5_number({row}) END AS md5_ FROM (
     SELECT c.record_id, c.category, c.created_at, c.text, c.author_id, c.mentions, d.shard_key,
-      d.idx AS author_idx,
-      CASE WHEN c.malformed THEN 'malformed'
-           WHEN list_contains($never, c.category) THEN 'category-never-used'
-           WHEN NOT list_contains($categories, c.category) THEN 'category-not-allowed'
-           WHEN epoch_us(c.created_at) > $as_of THEN 'created-after-as-of'
-           WHEN d.subject IS NULL THEN 'unknown-subject'
-           WHEN NOT d.allowed THEN d.reason
-      END AS reason
+      d.idx AS author_idx, {reason} AS reason
     FROM ({corpus}) c LEFT JOIN decisions d ON d.subject = c.author_id))"""
 
 
@@ -160,14 +154,13 @@ def _run(
     load_tables(con, plan.consent.decisions)
     authors = AuthorCounters(plan.consent.decisions.num_rows)
     plan.consent.release()  # DuckDB holds them now: no second copy for the whole build
+    consent = plan.consent
     sql = _MAIN.format(
-        digest=DIGEST, row=ROW_TEXT, corpus=corpus_mod.relation_sql(con, plan.corpus)
+        digest=DIGEST,
+        row=ROW_TEXT,
+        corpus=corpus_mod.relation_sql(con, plan.corpus),
+        reason=record_reason_sql("duckdb", consent.purpose, consent.as_of, plan.never_used),
     )
-    params = {
-        "never": list(plan.never_used),
-        "categories": list(plan.consent.purpose.categories),
-        "as_of": plan.consent.as_of,
-    }
     cur = con.cursor()
     writer = _Writer(data, plan.rows_per_file)
     counts: Counter[str] = Counter()
@@ -185,7 +178,7 @@ def _run(
     )
     seen = 0
     try:
-        reader = con.sql(sql, params=params).to_arrow_reader(plan.batch_rows)
+        reader = con.sql(sql).to_arrow_reader(plan.batch_rows)
         for batch in reader:
             seen += batch.num_rows
             step.add(pa.Table.from_batches([batch]))

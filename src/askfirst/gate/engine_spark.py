@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
 from askfirst.gate.plan import OUTPUT_SCHEMA, Outcome, Plan
+from askfirst.lineage import MAX_MENTION_KEYS, shard_key_sql
+from askfirst.rules import record_reason_sql
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -150,11 +152,8 @@ def _decisions(spark: SparkSession, plan: Plan, scratch: Path) -> DataFrame:
     path = scratch / "decisions.parquet"
     pq.write_table(plan.consent.decisions, path)
     df = spark.read.parquet(str(path))
-    # The author's shard key, as DuckDB's md5_number(author) & 65535: the first two
-    # bytes of the MD5, little-endian.
-    digest = F.md5("subject")
-    key = F.conv(F.concat(F.substring(digest, 3, 2), F.substring(digest, 1, 2)), 16, 10)
-    df = df.select("subject", "allowed", "reason", key.cast("int").alias("shard_key"))
+    key = F.expr(shard_key_sql("spark", "subject"))
+    df = df.select("subject", "allowed", "reason", key.alias("shard_key"))
     if plan.consent.decisions.num_rows <= BROADCAST_ROWS:
         df = F.broadcast(df)
     return df
@@ -164,17 +163,9 @@ def _checked(spark: SparkSession, plan: Plan, corpus: DataFrame, decisions: Data
     """Every record with the reason it is left out for (NULL: it may be used)."""
     from pyspark.sql import functions as F
 
-    never = F.array(*[F.lit(c) for c in plan.never_used])
-    allowed = F.array(*[F.lit(c) for c in plan.consent.purpose.categories])
     c, d = corpus.alias("c"), decisions.alias("d")
-    reason = (
-        F.when(F.col("c.malformed"), "malformed")
-        .when(F.array_contains(never, F.col("c.category")), "category-never-used")
-        .when(~F.array_contains(allowed, F.col("c.category")), "category-not-allowed")
-        .when(F.unix_micros("c.created_at") > plan.consent.as_of, "created-after-as-of")
-        .when(F.col("d.subject").isNull(), "unknown-subject")
-        .when(~F.col("d.allowed"), F.col("d.reason"))
-    )
+    consent = plan.consent
+    reason = F.expr(record_reason_sql("spark", consent.purpose, consent.as_of, plan.never_used))
     joined = c.join(d, F.col("d.subject") == F.col("c.author_id"), "left").select(
         "c.record_id",
         "c.category",
@@ -258,8 +249,6 @@ def _run(
 
 def _lineage(parts: DataFrame) -> pa.Table:
     from pyspark.sql import functions as F
-
-    from askfirst.gate.plan import MAX_MENTION_KEYS
 
     agg = parts.groupBy("subject").agg(
         F.sum("a").cast("bigint").alias("author_records"),

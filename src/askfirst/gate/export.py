@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from askfirst import times
-from askfirst.decisions import decisions_pinned
+from askfirst.decisions import decisions_at, decisions_for_use
 from askfirst.errors import InputError
 from askfirst.ledger.ledger import Ledger
 
@@ -42,12 +42,7 @@ def export_decisions(
         if at is not None
         else max(times.to_micros(times.now()), head.recorded_at)
     )
-    table = decisions_pinned(ledger, p, head, t)
-    reaching_back = for_gate and p.reaches_back and t < head.recorded_at
-    if reaching_back:
-        from askfirst.gate.consent import combine
-
-        table = combine(table, decisions_pinned(ledger, p, head, head.recorded_at))
+    table = (decisions_for_use if for_gate else decisions_at)(ledger, p, head, t)
     table = table.replace_schema_metadata(
         {
             "askfirst.purpose": p.name,

@@ -51,6 +51,14 @@ class SnapshotManifest(BaseModel):
     started_at: str
     finished_at: str
 
+    @property
+    def head_seq(self) -> int:
+        return self.ledger_head.seq
+
+    @property
+    def head_hash(self) -> str:
+        return self.ledger_head.hash
+
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

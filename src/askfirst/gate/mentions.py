@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from askfirst.gate.plan import MAX_MENTION_KEYS, MENTION_BYTES, MENTION_ROWS, OUTPUT_SCHEMA
+from askfirst.gate.plan import MENTION_BYTES, MENTION_ROWS, OUTPUT_SCHEMA
 from askfirst.gate.redaction import HANDLE_RE, NameFinder, redact
+from askfirst.lineage import MAX_MENTION_KEYS, shard_key_sql
 
 # The row as hashed for the snapshot's content digest.
 ROW_TEXT = "concat_ws(chr(31), record_id, category, epoch_us(created_at), shard_key, text)"
@@ -92,7 +93,7 @@ def load_tables(
     con.register("decisions_", decisions)
     con.execute(
         "CREATE TABLE decisions AS SELECT *, row_number() OVER () - 1 AS idx, "
-        "(md5_number(subject) & 65535)::INTEGER AS shard_key FROM decisions_"
+        f"{shard_key_sql('duckdb', 'subject')} AS shard_key FROM decisions_"
     )
     con.unregister("decisions_")
     con.execute("CREATE TABLE lin (subject VARCHAR, a BIGINT, m BIGINT, k INTEGER[])")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from askfirst.decisions import ALLOWED, Reason
 from askfirst.gate.consent import Consent
 from askfirst.gate.corpus import Corpus
 from askfirst.policy import NEVER_USED
 
 # What a snapshot's data files hold: no author id, nothing else about anyone. The shard
-# key is a 16-bit bucket of the author (see ``shard_key``): training sharded by
-# ``shard_key % N`` keeps each author's records in one shard, so that unlearning one
-# member retrains one shard (SISA), and a task can name it.
+# key is a 16-bit bucket of the author (``lineage.shard_key``).
 OUTPUT_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
@@ -24,32 +20,6 @@ OUTPUT_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("shard_key", pa.int32()),
     ]
-)
-SHARD_KEYS = 65_536
-# The most shard keys lineage lists for one mentioned subject; beyond it, "every shard".
-MAX_MENTION_KEYS = 256
-
-
-def shard_key(author_id: str) -> int:
-    """The author's shard key: the first two bytes of MD5(author id), little-endian
-    (what DuckDB's ``md5_number(author_id) & 65535`` gives)."""
-    return int.from_bytes(hashlib.md5(author_id.encode()).digest()[:2], "little")
-
-
-def shards_of(keys: list[int], shards: int) -> list[int]:
-    """The shards (of ``shards``) that records with these shard keys fall in."""
-    return sorted({k % shards for k in keys})
-
-
-# Every reason a record can be left out for, in the order the gate checks them: a
-# record is counted under the first that applies.
-EXCLUSION_REASONS: tuple[str, ...] = (
-    "malformed",
-    "category-never-used",
-    "category-not-allowed",
-    "created-after-as-of",
-    *(str(r) for r in Reason if r not in ALLOWED),
-    "mention-not-consented",
 )
 ON_MENTION = ("redact", "drop")
 # Records that may mention someone wait until this many have gathered, then go through

@@ -8,6 +8,7 @@ after it. Times are hashed as integer microseconds: one spelling per instant.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -26,6 +27,22 @@ GENESIS = "0" * 64
 ENCODING_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Head:
+    """The last event of the chain (seq 0 and the genesis hash when empty)."""
+
+    seq: int
+    hash: str
+    recorded_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "hash": self.hash,
+            "recorded_at": times.iso(self.recorded_at) if self.seq else None,
+        }
+
+
 class EventType(StrEnum):
     SUBJECT = "subject"  # a subject is registered; value is its kind
     CHOICE = "choice"  # value: grant / withdraw / object, for a purpose
@@ -35,6 +52,9 @@ class EventType(StrEnum):
     JURISDICTION = "jurisdiction"  # value: a code, or "" when unknown
     MINOR = "minor"  # value: "true", "false" or "until:YYYY-MM-DD"
     AUTHORITY = "authority"  # value: "grant|revoke:ROLE:DELEGATE" (who may act for S)
+    # A receipt-signing public key the service made; subject "system", value "ed25519:KID:X".
+    # Public key material is not personal, so it may sit in the chain; decisions ignore it.
+    RECEIPT_KEY = "receipt-key"
 
 
 KINDS = ("member", "organization", "person")
@@ -43,6 +63,7 @@ STATUSES = ("active", "deactivated", "closed", "deceased")
 # page-admin: a member who manages an organization's page, and may make its choices;
 # representative: a verified representative of a (deceased) member, who may stop uses.
 ROLES = ("page-admin", "representative")
+SERVICE = "system"  # the subject of the service's own facts (its receipt keys)
 
 
 def authority_value(action: str, role: str, delegate: str) -> str:
@@ -57,6 +78,31 @@ def parse_authority(value: str) -> tuple[str, str, str] | None:
     if not parts[2] or any(c.isspace() for c in parts[2]):
         return None
     return parts[0], parts[1], parts[2]
+
+
+def receipt_key_value(x: str) -> str:
+    """The value of a ``receipt-key`` event for the raw Ed25519 public key ``x`` (base64url)."""
+    return f"ed25519:{receipt_key_id(x)}:{x}"
+
+
+def receipt_key_id(x: str) -> str:
+    """A receipt key's id: the first 16 hex digits of SHA-256 over its raw bytes."""
+    return hashlib.sha256(_unb64(x)).hexdigest()[:16]
+
+
+def parse_receipt_key(value: str) -> tuple[str, str] | None:
+    """``ed25519:KID:X`` -> (KID, X); None when malformed or KID is not X's id."""
+    found = _RECEIPT_KEY.fullmatch(value)
+    if found is None or receipt_key_id(found[2]) != found[1]:
+        return None
+    return found[1], found[2]
+
+
+_RECEIPT_KEY = re.compile(r"ed25519:([0-9a-f]{16}):([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +264,7 @@ _VALUE_CHECKS: dict[str, Callable[[str | None], bool]] = {
         v in ("true", "false") or (v is not None and v.startswith("until:") and _is_date(v[6:]))
     ),
     EventType.AUTHORITY: lambda v: v is not None and parse_authority(v) is not None,
+    EventType.RECEIPT_KEY: lambda v: v is not None and parse_receipt_key(v) is not None,
 }
 _WITH_PURPOSE = (EventType.CHOICE, EventType.NOTICE)
 _HAS_SPACE = re.compile(r"\s")
@@ -246,6 +293,8 @@ def check_shape(new: NewEvent) -> None:
         raise InputError(f"{new.value!r} is not a valid value for a {new.type} event")
     if new.type == EventType.SUBJECT and is_platform_actor(new.subject):
         raise InputError(f"subject id {new.subject!r} is reserved for the platform's actors")
+    if new.type == EventType.RECEIPT_KEY and new.subject != SERVICE:
+        raise InputError(f"a receipt-key event is the service's own: its subject is {SERVICE!r}")
 
 
 def _is_code(value: str) -> bool:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
@@ -21,6 +21,7 @@ from askfirst.ledger import projections, store
 from askfirst.ledger.events import (
     Event,
     EventType,
+    Head,
     NewEvent,
     SubjectIn,
     check_shape,
@@ -28,7 +29,16 @@ from askfirst.ledger.events import (
     parse_authority,
 )
 from askfirst.ledger.tables import authority_state, events, ledger_head, subject_state, subjects
+from askfirst.ledger.verify import VerifyReport, verify
 from askfirst.policy import Policy, load_policy
+
+
+class AfterAppend(Protocol):
+    """What the ledger runs inside every append's transaction, after the events are
+    written (reaching back: ``askfirst.propagation.propagate``)."""
+
+    def __call__(self, conn: Connection, policy: Policy, events: Sequence[Event], /) -> object: ...
+
 
 _IN_CHUNK = 500  # ids per IN (...) list
 
@@ -64,37 +74,6 @@ _AUTHORITY_IN = select(
 ).where(authority_state.c.subject_id.in_(bindparam("ids", expanding=True)))
 
 
-@dataclass(frozen=True)
-class Head:
-    """The last event of the chain (seq 0 and the genesis hash when empty)."""
-
-    seq: int
-    hash: str
-    recorded_at: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "hash": self.hash,
-            "recorded_at": times.iso(self.recorded_at) if self.seq else None,
-        }
-
-
-@dataclass
-class VerifyReport:
-    """What ``verify`` found. ``ok`` only when the chain and every projection agree."""
-
-    events_checked: int = 0
-    head: Head | None = None
-    first_bad_seq: int | None = None
-    problems: list[str] = field(default_factory=list)
-    projection_problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and not self.projection_problems
-
-
 @dataclass
 class _SubjectView:
     """What validation needs to know of a subject while a batch is checked."""
@@ -107,22 +86,36 @@ class _SubjectView:
 class Ledger:
     """An open consent ledger on one database, checked against one policy."""
 
-    def __init__(self, engine: Engine, policy: Policy, url: str) -> None:
+    def __init__(
+        self, engine: Engine, policy: Policy, url: str, *, after_append: AfterAppend
+    ) -> None:
         self.engine = engine
         self.policy = policy
         self.url = url
+        self.after_append = after_append
 
     # ---- opening --------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, policy: Policy | None = None, *, create: bool = False) -> Ledger:
-        """Open the ledger at ``url``; with ``create``, make or upgrade its schema first."""
+    def open(
+        cls,
+        url: str,
+        policy: Policy | None = None,
+        *,
+        create: bool = False,
+        after_append: AfterAppend,
+    ) -> Ledger:
+        """Open the ledger at ``url``; with ``create``, make or upgrade its schema first.
+
+        ``after_append`` runs inside every append's transaction; open a ledger with
+        :func:`askfirst.open_ledger`, which gives it reaching back (DESIGN.md rule 3).
+        """
         engine = store.create(url, must_exist=not create)
         if create:
             store.upgrade(engine)
         else:
             store.check_current(engine, url)
-        return cls(engine, policy or load_policy(), url)
+        return cls(engine, policy or load_policy(), url, after_append=after_append)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -226,6 +219,11 @@ class Ledger:
         seq, digest, at = _LOCK_HEAD[store.is_postgres(self.engine)].one(conn)
         return Head(seq, digest, at)
 
+    def check_in(self, conn: Connection, new: NewEvent) -> NewEvent:
+        """``new`` as ``append_in`` would chain it (defaults filled in), or the error it
+        would raise; nothing is written. Inside the caller's write transaction."""
+        return self._check(new, self._load_subjects(conn, [new]))
+
     def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
         """Append inside a write transaction the caller holds (``store.write``), and
         carry any end of use back to the snapshots and models that hold the data."""
@@ -265,9 +263,7 @@ class Ledger:
         _MOVE_HEAD.run(conn, [{"s": seq, "h": prev, "t": last_at}])
         projections.apply(conn, chained)
         # A withdrawal reaches back in the same transaction (DESIGN.md rule 3).
-        from askfirst.propagation import propagate
-
-        propagate(conn, self.policy, chained)
+        self.after_append(conn, self.policy, chained)
         return chained
 
     def _load_subjects(
@@ -299,6 +295,9 @@ class Ledger:
     def _check(self, new: NewEvent, known: dict[str, _SubjectView]) -> NewEvent:
         """Check one event against the policy and the subjects; fill in defaults."""
         check_shape(new)
+        if new.type == EventType.RECEIPT_KEY:  # the service's own fact: no subject to look up
+            _check_authority(new, None)
+            return new
         if new.type == EventType.SUBJECT:
             if new.subject in known:
                 raise InputError(f"subject {new.subject!r} is already registered")
@@ -336,9 +335,7 @@ class Ledger:
     # ---- verifying ------------------------------------------------------------------
 
     def verify(self, expected_head: str | None = None) -> VerifyReport:
-        from askfirst.ledger.verify import verify
-
-        return verify(self, expected_head)
+        return verify(self.engine, expected_head)
 
 
 # Who may record what, besides the platform itself and its staff (rule 10).

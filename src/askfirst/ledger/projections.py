@@ -15,20 +15,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from askfirst.ledger import store
 from askfirst.ledger.events import Event, EventType, parse_authority
+from askfirst.ledger.state import STATUS_BEFORE_ANY, SUBJECT_COLUMNS, SUBJECT_FIELDS
 from askfirst.ledger.tables import authority_state, choice_state, notice_state, subject_state
 
-# event type -> (value column, seq column) in subject_state
-SUBJECT_COLUMNS = {
-    EventType.STATUS: ("status", "status_seq"),
-    EventType.JURISDICTION: ("jurisdiction", "jurisdiction_seq"),
-    EventType.MINOR: ("minor", "minor_seq"),
-    EventType.GPC: (None, "gpc_seq"),
-}
+# The subject fields a later event updates (registration inserts the row).
+_UPDATED = [f for f in SUBJECT_FIELDS if f.event != EventType.SUBJECT]
 
 
 def _updates() -> dict[EventType, Any]:
     out: dict[EventType, Any] = {}
-    for etype, (value_col, seq_col) in SUBJECT_COLUMNS.items():
+    for etype, value_col, seq_col in _UPDATED:
         values: dict[str, Any] = {seq_col: bindparam("s")}
         if value_col:
             values[value_col] = bindparam("v")
@@ -80,7 +76,7 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
                     "subject_id": e.subject,
                     "kind": e.value,
                     "registered_seq": e.seq,
-                    "status": "active",
+                    "status": STATUS_BEFORE_ANY,
                 }
             )
         elif e.type == EventType.CHOICE:
@@ -183,14 +179,16 @@ class Rebuild:
             action, role, delegate = parse_authority(value or "") or ("", "", "")
             self.authority[(subject, delegate, role)] = seq if action == "grant" else None
         elif typ == EventType.SUBJECT:
-            # kind, registered_seq, jurisdiction, its seq, status, its seq, minor, its seq, gpc
-            self.subjects[subject] = [value, seq, None, None, "active", None, None, None, None]
+            row: list[Any] = [None] * len(_ROW)
+            row[0], row[_ROW.index("registered_seq")] = value, seq
+            row[_ROW.index("status")] = STATUS_BEFORE_ANY
+            self.subjects[subject] = row
         elif typ in _SLOTS and subject in self.subjects:
-            slot = _SLOTS[typ]
+            slot, seq_slot = _SLOTS[typ]
             row = self.subjects[subject]
             if slot is not None:
                 row[slot] = value
-            row[_SEQ_SLOTS[typ]] = seq
+            row[seq_slot] = seq
 
     def mismatches(self, conn: Connection, limit: int = 20) -> list[str]:
         """Each projection row that disagrees with the events (at most ``limit``)."""
@@ -250,16 +248,8 @@ class Rebuild:
         return out
 
 
-# event type -> index of its value (None: no value kept) and of its seq in a subject row
-_SLOTS: dict[str, int | None] = {
-    EventType.JURISDICTION: 2,
-    EventType.STATUS: 4,
-    EventType.MINOR: 6,
-    EventType.GPC: None,
-}
-_SEQ_SLOTS: dict[str, int] = {
-    EventType.JURISDICTION: 3,
-    EventType.STATUS: 5,
-    EventType.MINOR: 7,
-    EventType.GPC: 8,
+# A subject_state row after its key, and where each event type's value and seq go in it.
+_ROW = ("kind", *SUBJECT_COLUMNS)
+_SLOTS: dict[str, tuple[int | None, int]] = {
+    f.event: (_ROW.index(f.value) if f.value else None, _ROW.index(f.seq)) for f in _UPDATED
 }

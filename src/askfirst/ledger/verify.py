@@ -9,15 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, select
 
 from askfirst.ledger import projections
-from askfirst.ledger.events import GENESIS, event_hash
+from askfirst.ledger.events import GENESIS, Head, event_hash
+from askfirst.ledger.tables import ledger_head
 
-if TYPE_CHECKING:
-    from askfirst.ledger.ledger import Ledger, VerifyReport
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found. ``ok`` only when the chain and every projection agree."""
+
+    events_checked: int = 0
+    head: Head | None = None
+    first_bad_seq: int | None = None
+    problems: list[str] = field(default_factory=list)
+    projection_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.projection_problems
+
 
 _SQL = (
     "SELECT seq, type, subject_id, purpose, value, notice_version, actor, source, "
@@ -55,9 +70,9 @@ def _pages(conn: Connection) -> Iterator[Sequence[Any]]:
 
 
 @contextmanager
-def _snapshot(ledger: Ledger) -> Iterator[Connection]:
+def _snapshot(engine: Engine) -> Iterator[Connection]:
     """One read transaction, so that appends during verification are not seen half-way."""
-    with ledger.engine.connect() as conn:
+    with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
@@ -70,9 +85,8 @@ def _well_typed(row: Sequence[Any]) -> bool:
     return type(row[0]) is int and type(row[8]) is int
 
 
-def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
-    from askfirst.ledger.ledger import VerifyReport
-
+def verify(engine: Engine, expected_head: str | None = None) -> VerifyReport:
+    """Recompute the chain of the ledger on ``engine`` and compare its projections."""
     report = VerifyReport()
     want_seq, want_hash = _parse_expected(expected_head) if expected_head else (None, None)
     found_expected: int | None = None
@@ -84,7 +98,7 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
             report.problems.append(f"seq {seq}: {why}")
 
     rebuild = projections.Rebuild()
-    with _snapshot(ledger) as conn:
+    with _snapshot(engine) as conn:
         for rows in _pages(conn):
             for row in rows:
                 count += 1
@@ -117,7 +131,10 @@ def verify(ledger: Ledger, expected_head: str | None = None) -> VerifyReport:
                 elif at < last_at:
                     bad(seq, "recorded before the event ahead of it: events were reordered")
                 expected_seq, prev, last_at = seq + 1, digest, at
-        head = ledger.head(conn)
+        row = conn.execute(
+            select(ledger_head.c.seq, ledger_head.c.hash, ledger_head.c.recorded_at)
+        ).one()
+        head = Head(row.seq, row.hash, row.recorded_at)
         report.projection_problems = rebuild.mismatches(conn)
     report.events_checked = count
     report.head = head
