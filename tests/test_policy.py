@@ -422,3 +422,24 @@ def test_policy_hash_changes_with_grace_days() -> None:
         parse_policy(policy_text("grace_days = 30")).hash
         != parse_policy(policy_text("grace_days = 31")).hash
     )
+
+
+# ---- public_signal -----------------------------------------------------------------------
+
+
+def test_shipped_policy_signals_do_not_train_for_genai_training_only() -> None:
+    policy = load_policy()
+    assert [p.name for p in policy.public_signal_purposes] == ["genai-training"]
+
+
+def test_public_signal_is_off_unless_set_and_any_purpose_may_carry_it() -> None:
+    assert parse_policy(policy_text()).public_signal_purposes == ()
+    grok = policy_text("public_signal = true").replace("genai-training", "grok-training")
+    assert [p.name for p in parse_policy(grok).public_signal_purposes] == ["grok-training"]
+
+
+@pytest.mark.parametrize("value", ['"yes"', "1", '"true"'])
+def test_public_signal_must_be_true_or_false(value: str) -> None:
+    message = refused(policy_text(f"public_signal = {value}"))
+    assert "purposes.genai-training.public_signal" in message
+    assert "boolean" in message

@@ -1,12 +1,14 @@
 """Settings: every knob askfirst reads from its environment, with its help text.
 
 One list drives the CLI options, the README's settings table and a test that checks
-each setting is documented there.
+each setting is documented there. :class:`WebSettings` is what the web app is built from
+(``create_app(settings)``); the CLI fills it from these settings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,16 @@ SQLITE_SYNCHRONOUS = Setting(
 )
 
 SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY, KEY_DIR, SECURE_COOKIES, SQLITE_SYNCHRONOUS)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """What the web app needs; the CLI builds it from the settings above."""
+
+    database_url: str
+    key_dir: Path
+    policy_path: Path | None = None
+    secure_cookies: bool = True
+    signin_attempts: int = 5  # failures allowed per client and username ...
+    signin_window_s: int = 300  # ... within this many seconds
+    send_notices: bool = False  # send partners' notices from a thread (``askfirst serve``)

@@ -64,6 +64,13 @@ class Purpose(_Strict):
         description="its snapshots may be given to registered outside recipients "
         "(research partners), who are then told of every withdrawal that reaches them",
     )
+    public_signal: bool = Field(
+        default=False,
+        strict=True,
+        description="the public pages of members whose data this purpose may not use carry "
+        "machine-readable do-not-train signals for crawlers (X-Robots-Tag: noai, "
+        "tdm-reservation: 1, Content-Usage: train-ai=n)",
+    )
     legal_basis: str = "consent"
     dpv_purpose: str = Field(
         default="dpv:ResearchAndDevelopment",
@@ -129,6 +136,12 @@ class Policy:
             return self.purposes[name]
         except KeyError:
             raise UnknownPurpose(name, sorted(self.purposes)) from None
+
+    @cached_property
+    def public_signal_purposes(self) -> tuple[Purpose, ...]:
+        """The purposes with ``public_signal``: a member's public pages say "do not train"
+        while any of them may not use the member's data. Often one; possibly none."""
+        return tuple(p for p in self.purposes.values() if p.public_signal)
 
     @cached_property
     def _listed(self) -> dict[str, Regime]:

@@ -444,6 +444,7 @@ def test_the_withdrawn_member_reads_where_their_data_went(
     assert snapshot_id[:16] in page.text
     twin = me.get("/settings/your-data-in-ai.json").json()
     assert twin.pop("acting_for_other") is False
+    assert twin.pop("name")  # how the page names whose data it shows
     assert twin == body
 
 

@@ -22,23 +22,15 @@ from askfirst.web.auth import (
     SCOPE_READ,
     SCOPE_WRITE,
     LedgerDep,
-    Principal,
     PrincipalDep,
     check_session_write,
+    forbidden,
+    require_readable,
+    require_staff,
 )
+from askfirst.web.errors import ERROR_RESPONSES
 
-
-class ErrorPublic(BaseModel):
-    error: str
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorPublic, "description": "Bad input; the message names it"},
-    401: {"model": ErrorPublic, "description": "Sign in, or send a bearer token"},
-    403: {"model": ErrorPublic, "description": "Not yours to read or change; nothing written"},
-    404: {"model": ErrorPublic, "description": "No such subject, purpose or event"},
-}
-router = APIRouter(prefix="/v1", tags=["v1"], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
 MAX_BATCH = 10_000
 MAX_SEQ = (1 << 63) - 1
 Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
@@ -157,20 +149,6 @@ def _event(e: Event) -> EventPublic:
     return EventPublic(**e.to_json())
 
 
-def _forbid(why: str) -> HTTPException:
-    return HTTPException(403, why)
-
-
-def _readable(principal: Principal, subject: str) -> None:
-    if not principal.may_read(subject):
-        raise _forbid(f"you may not read subject {subject!r}'s data")
-
-
-def _staff(principal: Principal) -> None:
-    if not principal.is_staff:
-        raise _forbid("this needs the admin scope or a staff account")
-
-
 def _time(at: str | None) -> datetime | None:
     if at is None:
         return None
@@ -202,7 +180,7 @@ def register_subjects(
     ledger: LedgerDep,
     subjects: Annotated[list[SubjectIn], Body(min_length=1, max_length=MAX_BATCH)],
 ) -> RegisterResponse:
-    _staff(principal)
+    require_staff(principal)
     check_session_write(request, principal)
     ledger.register(subjects, actor=principal.actor, source="api")
     return RegisterResponse(registered=len(subjects), head=HeadPublic(**ledger.head().to_json()))
@@ -212,7 +190,7 @@ def register_subjects(
     "/subjects/{subject_id}", response_model=SubjectPublic, summary="A subject's settings and state"
 )
 def get_subject(subject_id: str, principal: PrincipalDep, ledger: LedgerDep) -> dict[str, Any]:
-    _readable(principal, subject_id)
+    require_readable(principal, subject_id)
     return privacy.overview(ledger, subject_id)
 
 
@@ -228,7 +206,7 @@ def subject_events(
     after: After = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventPublic]:
-    _readable(principal, subject_id)
+    require_readable(principal, subject_id)
     if not ledger.subject_exists(subject_id):
         raise UnknownSubject(subject_id)
     return [_event(e) for e in ledger.events(after=after, limit=limit, subject=subject_id)]
@@ -252,9 +230,9 @@ def make_choice(
         and SCOPE_WRITE not in principal.scopes
         and not (principal.is_staff)
     ):
-        raise _forbid("this token lacks the choices:write scope")
+        raise forbidden("this token lacks the choices:write scope")
     if not (principal.may_act_for(subject_id) or principal.is_staff):
-        raise _forbid(f"you may not change subject {subject_id!r}'s choices")
+        raise forbidden(f"you may not change subject {subject_id!r}'s choices")
     check_session_write(request, principal)
     ev = privacy.choose(
         ledger, subject_id, body.purpose, body.action, actor=principal.actor, source="api"
@@ -267,7 +245,7 @@ def make_choice(
 )
 def batch_decisions(body: BatchRequest, principal: PrincipalDep, ledger: LedgerDep) -> Response:
     if SCOPE_READ not in principal.scopes and not principal.is_staff:
-        raise _forbid("batch decisions need the decisions:read scope")
+        raise forbidden("batch decisions need the decisions:read scope")
     at = _time(body.at) or times.now()
     table = decide_many(ledger, body.purpose, body.subjects, at)
     # Already in the documented shape: serialised directly, not re-validated row by row.
@@ -292,7 +270,7 @@ def one_decision(
     at: At = None,
 ) -> DecisionPublic:
     if SCOPE_READ not in principal.scopes:
-        _readable(principal, subject_id)
+        require_readable(principal, subject_id)
     return DecisionPublic(**decide(ledger, subject_id, purpose, _time(at)).to_json())
 
 
@@ -303,7 +281,7 @@ def list_events(
     after: After = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventPublic]:
-    _staff(principal)
+    require_staff(principal)
     return [_event(e) for e in ledger.events(after=after, limit=limit)]
 
 
@@ -326,6 +304,6 @@ def get_receipt(
     evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []
     if not evs or evs[0].seq != seq:
         raise HTTPException(404, f"no ledger event {seq}")
-    _readable(principal, evs[0].subject)
+    require_readable(principal, evs[0].subject)
     url = str(request.url_for("data_privacy"))
     return receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)

@@ -1,8 +1,11 @@
 """The web application: ``create_app(settings)`` builds it, never at import time.
 
-It holds the cross-cutting parts: settings, the open ledger, sessions, security headers,
-and the mapping of library errors to 4xx answers. The member pages live in
-``pages.py``, the HTTP API in ``api.py``, sign-in and permissions in ``auth.py``.
+It holds the cross-cutting parts: the open ledger, sessions, security headers, HEAD
+wherever GET is answered, and the error handlers. The member pages live in ``pages.py``,
+the HTTP API in ``api.py`` and ``training_api.py``, sign-in and permissions in
+``auth.py``, how errors are answered in ``errors.py``; the settings it is built from are
+:class:`askfirst.config.WebSettings`. The modules import downwards only: ``auth`` <-
+``errors`` <- the routers <- ``app``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -23,19 +25,18 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from askfirst.errors import (
-    AskfirstError,
-    InputError,
-    NotAuthorized,
-    NotFound,
-    StorageError,
-    UnknownPurpose,
-    UnknownSubject,
-)
+from askfirst.config import WebSettings
+from askfirst.errors import AskfirstError
 from askfirst.ledger import Ledger
 from askfirst.policy import load_policy
 from askfirst.receipts import ReceiptKey
+from askfirst.recipients import deliver_due
+from askfirst.web import api, pages, training_api
+from askfirst.web.errors import error_page, status_for, wants_html
+
+__all__ = ["WebSettings", "create_app", "session_secret"]
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("askfirst.web")
@@ -54,19 +55,6 @@ SECURITY_HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class WebSettings:
-    """What the web app needs; the CLI builds it from askfirst's settings."""
-
-    database_url: str
-    key_dir: Path
-    policy_path: Path | None = None
-    secure_cookies: bool = True
-    signin_attempts: int = 5  # failures allowed per client and username ...
-    signin_window_s: int = 300  # ... within this many seconds
-    send_notices: bool = False  # send partners' notices from a thread (``askfirst serve``)
-
-
 def session_secret(key_dir: Path) -> str:
     """The session-signing secret, made on first start and kept beside the receipt key."""
     path = key_dir / SESSION_KEY_FILE
@@ -75,24 +63,6 @@ def session_secret(key_dir: Path) -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
-
-
-def _status_for(error: AskfirstError) -> int:
-    if isinstance(error, NotAuthorized):
-        return 403
-    if isinstance(error, UnknownSubject | UnknownPurpose | NotFound):
-        return 404
-    if isinstance(error, InputError):
-        return 400
-    if isinstance(error, StorageError):
-        return 503
-    return 409
-
-
-def wants_html(request: Request) -> bool:
-    """Pages answer errors in HTML; the API and JSON twins answer in JSON."""
-    path = request.url.path
-    return not (path.startswith("/v1/") or path.endswith(".json") or path == "/openapi.json")
 
 
 def create_app(settings: WebSettings) -> FastAPI:
@@ -148,10 +118,11 @@ def create_app(settings: WebSettings) -> FastAPI:
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    app.add_middleware(HeadAsGet)  # outermost: every layer inside sees a GET
 
     @app.exception_handler(AskfirstError)
     async def library_error(request: Request, exc: AskfirstError) -> Response:
-        status = _status_for(exc)
+        status = status_for(exc)
         if wants_html(request):
             return error_page(request, status, str(exc))
         return JSONResponse({"error": str(exc)}, status_code=status)
@@ -165,7 +136,9 @@ def create_app(settings: WebSettings) -> FastAPI:
         if exc.status_code == 405:  # name every method of the path, not just one route's
             headers["Allow"] = ", ".join(_methods_of(request))
         if wants_html(request):
-            return error_page(request, exc.status_code, str(exc.detail))
+            page = error_page(request, exc.status_code, str(exc.detail))
+            page.headers.update(headers)
+            return page
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -178,8 +151,6 @@ def create_app(settings: WebSettings) -> FastAPI:
         if wants_html(request):
             return error_page(request, 422, message)
         return JSONResponse({"error": message, "details": errors}, status_code=422)
-
-    from askfirst.web import api, pages, training_api
 
     app.include_router(api.router)
     app.include_router(training_api.router)
@@ -197,14 +168,35 @@ def _methods_of(request: Request) -> list[str]:
         for method in route.methods or ():
             if route.matches({**request.scope, "method": method})[0] == Match.FULL:
                 same = (r for r in routes if r.path == route.path)
-                return sorted({m for r in same for m in r.methods or ()})
+                methods = {m for r in same for m in r.methods or ()}
+                return sorted(methods | {"HEAD"} if "GET" in methods else methods)
     return []
+
+
+class HeadAsGet:
+    """HEAD is answered wherever GET is: the GET answer's status and headers (its
+    Content-Length included), without the body. FastAPI's routes answer GET alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 def _send_notices(ledger: Ledger, stop: threading.Event, every_s: float = 5.0) -> None:
     """Send partners' notices as they fall due, until ``stop`` is set."""
-    from askfirst.recipients import deliver_due
-
     while not stop.is_set():
         wait = every_s
         try:
@@ -214,27 +206,3 @@ def _send_notices(ledger: Ledger, stop: threading.Event, every_s: float = 5.0) -
         except Exception:
             logger.exception("sending partners' notices failed; will try again")
         stop.wait(wait)
-
-
-def error_page(request: Request, status: int, message: str) -> Response:
-    """The error, on a page that still shows who is signed in."""
-    from askfirst.web.auth import csrf_token, current
-
-    try:
-        principal = current(request, request.app.state.ledger)
-    except (AskfirstError, StarletteHTTPException):
-        principal = None
-    templates: Jinja2Templates = request.app.state.templates
-    return templates.TemplateResponse(
-        request,
-        "error.html",
-        {
-            "status": status,
-            "message": message,
-            "principal": principal,
-            "csrf": csrf_token(request) if principal else "",
-            "json_url": "/index.json",
-            "page": "error",
-        },
-        status_code=status,
-    )

@@ -11,15 +11,13 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from askfirst import accounts, privacy
+from askfirst.config import WebSettings
 from askfirst.ledger import Ledger
-
-if TYPE_CHECKING:
-    from askfirst.web.app import WebSettings
 
 SCOPE_READ, SCOPE_WRITE, SCOPE_ADMIN = "decisions:read", "choices:write", "admin"
 
@@ -116,6 +114,23 @@ async def signed_in(principal: MaybePrincipal) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(signed_in)]
+
+
+def forbidden(why: str) -> HTTPException:
+    """A 403 saying why; raise it before anything is written."""
+    return HTTPException(403, why)
+
+
+def require_readable(principal: Principal, subject: str) -> None:
+    """403 unless ``principal`` may read ``subject``'s data (its own, a page it runs, staff)."""
+    if not principal.may_read(subject):
+        raise forbidden(f"you may not read subject {subject!r}'s data")
+
+
+def require_staff(principal: Principal) -> None:
+    """403 unless ``principal`` is staff or holds a token with the admin scope."""
+    if not principal.is_staff:
+        raise forbidden("this needs the admin scope or a staff account")
 
 
 def csrf_token(request: Request) -> str:

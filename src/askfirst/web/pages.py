@@ -2,15 +2,15 @@
 
 Sign-in; Settings & Privacy -> Data privacy (one button to say yes, one to say no, one
 to turn everything off); consent receipts to download; members' public profiles and posts,
-which carry machine-readable do-not-train signals when the member's answer is no; and
-the staff console's home.
+which carry machine-readable do-not-train signals while a purpose the policy marks
+``public_signal`` may not use the member's data; and the staff console's home.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -36,7 +36,16 @@ from askfirst.web.auth import (
 )
 
 router = APIRouter(include_in_schema=False)
-GENAI = "genai-training"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+# The data of an organization's page, in words for the page admin who reads about it.
+PAGE_DATA_WORDS = {
+    "profile": "this page's profile",
+    "post": "the page's posts",
+    "comment": "the page's comments",
+    "article": "the page's articles",
+    "video": "the page's videos",
+    "ai-prompt": "what the page's admins type into AI features",
+}
 # Machine-readable "do not train" signals for crawlers: the older noai convention, the
 # W3C TDM Reservation Protocol, and the IETF AI Preferences vocabulary.
 DO_NOT_TRAIN = {
@@ -58,14 +67,20 @@ def _page(
             "data": data,
             "principal": principal,
             "csrf": csrf_token(request) if principal else "",
-            "json_url": request.url.path.rstrip("/") + ".json"
-            if request.url.path != "/"
-            else "/index.json",
+            "json_url": _twin_url(request),
             "page": name,
         }
         return _templates(request).TemplateResponse(request, template, context)
 
     return render
+
+
+def _twin_url(request: Request) -> str:
+    """This page's JSON twin: the same path plus ``.json`` (``/`` -> ``/index.json``),
+    with the same query (``?subject=`` names whose page it is)."""
+    path = request.url.path
+    twin = "/index.json" if path == "/" else path.rstrip("/") + ".json"
+    return f"{twin}?{request.url.query}" if request.url.query else twin
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -193,6 +208,12 @@ def settings_hub(request: Request, principal: MaybePrincipal) -> Response:
     return _page("settings", "settings.html")(request, data, who)
 
 
+def _name(ledger: LedgerDep, subject: str) -> str:
+    """How a page names a subject: its first directory name, else its handle, else its id."""
+    who = privacy.profile(ledger, subject)
+    return (who.names or [who.handle or subject])[0]
+
+
 def _subject(principal: Principal, subject: str | None) -> str:
     target = subject or principal.subject
     if target is None:
@@ -210,9 +231,13 @@ def data_privacy(
     who = _require(principal, request)
     target = _subject(who, subject)
     data = privacy.overview(ledger, target)
+    data["name"] = _name(ledger, target)
+    data["about_page"] = data["kind"] == "organization"
+    if data["about_page"]:  # the page's data, not the reader's own
+        for p in data["purposes"]:
+            p["categories_in_words"] = [PAGE_DATA_WORDS.get(c, c) for c in p["categories"]]
     data["managed_pages"] = [
-        {"subject": org, "name": (privacy.profile(ledger, org).names or [org])[0]}
-        for org in sorted(who.acts_for - {who.subject})
+        {"subject": org, "name": _name(ledger, org)} for org in sorted(who.acts_for - {who.subject})
     ]
     data["acting_for_other"] = target != who.subject
     data["flash"] = request.session.pop("flash", None)
@@ -227,6 +252,7 @@ def your_data_in_ai(
     who = _require(principal, request)
     target = _subject(who, subject)
     data = data_in_ai(ledger, target)
+    data["name"] = _name(ledger, target)
     data["acting_for_other"] = target != who.subject
     return _page("your-data-in-ai", "your_data_in_ai.html")(request, data, who)
 
@@ -301,8 +327,28 @@ def download_receipt(
 # ---- public pages ----------------------------------------------------------------------
 
 
-def _public_headers(ledger: LedgerDep, subject: str) -> dict[str, str]:
-    return {} if decide(ledger, subject, GENAI).allowed else dict(DO_NOT_TRAIN)
+def _training_signals(ledger: LedgerDep, subject: str) -> tuple[str | None, dict[str, str]]:
+    """What ``subject``'s public pages say about AI training, and the do-not-train headers
+    they carry. Only the policy's ``public_signal`` purposes count: while any of them may
+    not use the subject's data, "not allowed" and the headers; with none, nothing."""
+    purposes = ledger.policy.public_signal_purposes
+    if not purposes:
+        return None, {}
+    if all(decide(ledger, subject, p.name).allowed for p in purposes):
+        return "allowed", {}
+    return "not allowed", dict(DO_NOT_TRAIN)
+
+
+def _page_and_twin(path: str, name: str) -> Callable[[Endpoint], Endpoint]:
+    """Route ``path`` and its JSON twin ``path + '.json'`` to the endpoint: the twin
+    first, or the page's last parameter would take "name.json" for a name."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.get(f"{path}.json")(endpoint)
+        router.get(path, name=name)(endpoint)
+        return endpoint
+
+    return register
 
 
 def _posts(ledger: LedgerDep, author: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -324,8 +370,7 @@ def _posts(ledger: LedgerDep, author: str, limit: int = 20) -> list[dict[str, An
         ]
 
 
-@router.get("/in/{handle}.json")
-@router.get("/in/{handle}", name="profile")
+@_page_and_twin("/in/{handle}", name="profile")
 def public_profile(
     handle: str, request: Request, principal: MaybePrincipal, ledger: LedgerDep
 ) -> Response:
@@ -335,13 +380,13 @@ def public_profile(
     who = privacy.profile(ledger, subject)
     if who.status in ("closed", "deactivated"):
         raise HTTPException(404, f"no member with the handle {handle!r}")
-    headers = _public_headers(ledger, subject)
+    ai_training, headers = _training_signals(ledger, subject)
     data = {
         "handle": who.handle,
         "names": who.names,
         "kind": who.kind,
         "deceased": who.status == "deceased",
-        "ai_training": "allowed" if not headers else "not allowed",
+        "ai_training": ai_training,
         "posts": _posts(ledger, subject),
     }
     response = _page("profile", "profile.html")(request, data, principal)
@@ -349,8 +394,7 @@ def public_profile(
     return response
 
 
-@router.get("/posts/{record_id}.json")
-@router.get("/posts/{record_id}", name="post")
+@_page_and_twin("/posts/{record_id}", name="post")
 def public_post(
     record_id: str, request: Request, principal: MaybePrincipal, ledger: LedgerDep
 ) -> Response:
@@ -360,7 +404,7 @@ def public_post(
     if row is None:
         raise HTTPException(404, f"no public post {record_id!r}")
     author = privacy.profile(ledger, row.author_id)
-    headers = _public_headers(ledger, row.author_id)
+    ai_training, headers = _training_signals(ledger, row.author_id)
     data = {
         "record_id": row.record_id,
         "category": row.category,
@@ -368,7 +412,7 @@ def public_post(
         "created_at": times.iso(row.created_at),
         "author": author.handle,
         "author_names": author.names,
-        "ai_training": "allowed" if not headers else "not allowed",
+        "ai_training": ai_training,
     }
     response = _page("post", "post.html")(request, data, principal)
     response.headers.update(headers)

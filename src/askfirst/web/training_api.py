@@ -13,10 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from askfirst.data_in_ai import data_in_ai
 from askfirst.models import close_task, list_models, list_tasks, register_model
-from askfirst.web.api import _ERRORS, _readable, _staff
-from askfirst.web.auth import LedgerDep, PrincipalDep, check_session_write
+from askfirst.web.auth import (
+    LedgerDep,
+    PrincipalDep,
+    check_session_write,
+    require_readable,
+    require_staff,
+)
+from askfirst.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1", tags=["v1"], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
 
 
 class ModelCreate(BaseModel):
@@ -155,7 +161,7 @@ class DataInAIPublic(BaseModel):
 def create_model(
     body: ModelCreate, request: Request, principal: PrincipalDep, ledger: LedgerDep
 ) -> dict[str, Any]:
-    _staff(principal)
+    require_staff(principal)
     check_session_write(request, principal)
     return register_model(
         ledger,
@@ -170,7 +176,7 @@ def create_model(
 
 @router.get("/models", response_model=list[ModelPublic], summary="Model versions (admin)")
 def get_models(principal: PrincipalDep, ledger: LedgerDep) -> list[dict[str, Any]]:
-    _staff(principal)
+    require_staff(principal)
     return list_models(ledger)
 
 
@@ -186,7 +192,7 @@ def get_tasks(
     subject: Annotated[str | None, Query(max_length=255)] = None,
     model: Annotated[str | None, Query(max_length=255)] = None,
 ) -> list[dict[str, Any]]:
-    _staff(principal)
+    require_staff(principal)
     return list_tasks(
         ledger, status=None if status == "all" else status, subject=subject, model=model
     )
@@ -202,7 +208,7 @@ def close_one_task(
     principal: PrincipalDep,
     ledger: LedgerDep,
 ) -> dict[str, Any]:
-    _staff(principal)
+    require_staff(principal)
     check_session_write(request, principal)
     return close_task(ledger, task_id, body.note, actor=principal.actor)
 
@@ -215,5 +221,5 @@ def close_one_task(
 def subject_data_in_ai(
     subject_id: str, principal: PrincipalDep, ledger: LedgerDep
 ) -> dict[str, Any]:
-    _readable(principal, subject_id)
+    require_readable(principal, subject_id)
     return data_in_ai(ledger, subject_id)
