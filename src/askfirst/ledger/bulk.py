@@ -35,17 +35,18 @@ def read_here(cur: Any, sql: str, schema: pa.Schema | None) -> pa.Table:
     cur.execute(sql)
     names = [d[0] for d in cur.description]
     types = [schema.field(n).type if schema is not None else None for n in names]
-    batches = []
+    parts = []
     while rows := cur.fetchmany(FETCH_ROWS):
         columns = zip(*rows, strict=True)
-        arrays = [pa.array(c, type=t) for c, t in zip(columns, types, strict=True)]
-        batches.append(pa.RecordBatch.from_arrays(arrays, names=names))
-    if batches:
-        table = pa.Table.from_batches(batches)
-        return table.select(schema.names).cast(schema) if schema is not None else table
-    if schema is not None:
+        parts.append(pa.table([pa.array(c, t) for c, t in zip(columns, types, strict=True)], names))
+    if schema is not None and not parts:
         return schema.empty_table()
-    return pa.table({n: pa.array([], pa.null()) for n in names})
+    if schema is not None:
+        return pa.concat_tables(parts).select(schema.names).cast(schema)
+    if not parts:
+        return pa.table({n: pa.array([], pa.null()) for n in names})
+    # Each fetch infers its own types: a column NULL throughout one takes the others' type.
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 # ---- the second process -------------------------------------------------------------------

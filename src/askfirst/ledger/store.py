@@ -264,11 +264,9 @@ def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.
     with adbc_pg.connect(_libpq_uri(engine)) as conn, conn.cursor() as cur:
         cur.execute(sql)
         table: pa.Table = cur.fetch_arrow_table()
-    return (
-        table.cast(schema)
-        if schema is not None and table.num_rows
-        else (schema.empty_table() if schema is not None else table)
-    )
+    if schema is None:
+        return table
+    return table.select(schema.names).cast(schema) if table.num_rows else schema.empty_table()
 
 
 def _libpq_uri(engine: Engine) -> str:
