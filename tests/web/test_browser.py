@@ -609,3 +609,77 @@ def test_axe_finds_no_serious_or_critical_violations_on_the_ai_and_task_pages(
         page.goto(url)
         found += serious(page)
     assert found == [], "\n".join(found)
+
+
+# ---- a phone's width ------------------------------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+APART_PX = 4  # the brand and the links keep at least this far apart
+ONE_OF_EACH = re.compile(r"^/(in|posts|receipts)/[^/?]+")
+
+LAYOUT = """() => {
+    const box = (el) => { const r = el.getBoundingClientRect();
+                          return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+    const brand = document.querySelector('header.top .brand');
+    const links = document.querySelector('header.top nav ul');
+    const links_on_page = [...document.querySelectorAll('a[href^="/"]:not([download])')]
+        .map((a) => a.getAttribute('href'));
+    return {scrollWidth: document.documentElement.scrollWidth, brand: box(brand),
+            nav: box(links), links: links_on_page};
+}"""
+
+
+def apart(a: dict[str, float], b: dict[str, float]) -> bool:
+    """True when two boxes are at least APART_PX apart, across or down."""
+    return (
+        a["right"] + APART_PX <= b["left"]
+        or b["right"] + APART_PX <= a["left"]
+        or a["bottom"] + APART_PX <= b["top"]
+        or b["bottom"] + APART_PX <= a["top"]
+    )
+
+
+def narrow_problems(page: Page, starts: list[str], shots: Path, who: str) -> list[str]:
+    """Visit ``starts`` and every page they link to (one of each kind of profile, post and
+    receipt) at 390 px; what does not fit, one line each."""
+    seen: set[str] = set()
+    queue, found = list(starts), []
+    while queue:
+        url = queue.pop(0)
+        key = ONE_OF_EACH.sub(r"/\1/*", url)
+        if key in seen or url.split("?")[0].endswith(".json"):
+            continue
+        seen.add(key)
+        page.goto(url)
+        layout = page.evaluate(LAYOUT)
+        if layout["scrollWidth"] > PHONE["width"] or not apart(layout["brand"], layout["nav"]):
+            shot = shots / f"{who}-{len(seen)}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            found.append(
+                f"{who} {url}: scrollWidth {layout['scrollWidth']}, brand {layout['brand']}, "
+                f"nav {layout['nav']} (see {shot})"
+            )
+        queue += [link for link in layout["links"] if link != "/signout"]
+    assert len(seen) > len(starts), f"{who}: the pages link nowhere: {sorted(seen)}"
+    return found
+
+
+def test_every_page_fits_a_phone_without_sideways_scrolling_or_a_crowded_header(
+    new_context: Callable[..., BrowserContext], live: LiveServer, tmp_path: Path
+) -> None:
+    withdrawn, _ = withdrawn_member(live)  # their "Your data in AI" has a model table
+    found: list[str] = []
+    members = {
+        "jo.rivera": ["/", "/in/anna.keller", "/in/no-such-member"],
+        "anna.keller": ["/", "/settings/data-privacy?subject=org-acme", "/in/acme"],
+        withdrawn: ["/settings/your-data-in-ai"],
+    }
+    for member, starts in members.items():
+        page = new_context(viewport=PHONE).new_page()
+        sign_in(page, member)
+        found += narrow_problems(page, starts, tmp_path, member)
+    page = new_context(viewport=PHONE).new_page()
+    found += narrow_problems(page, ["/", "/in/anna.keller"], tmp_path, "anonymous")
+    sign_in_staff(page, live)
+    found += narrow_problems(page, ["/admin"], tmp_path, "staff")
+    assert found == [], "\n".join(found)
