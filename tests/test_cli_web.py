@@ -10,6 +10,7 @@ newcomer would) and copied for the tests that run it again.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -20,8 +21,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -205,8 +207,8 @@ def test_commands_on_a_missing_database_fail_cleanly(tmp_path: Path) -> None:
 def receipt_file(db: str, tmp_path: Path) -> tuple[Path, Path]:
     """m1's grant, its receipt as a downloaded file, and the service's key folder."""
     key_dir = tmp_path / "keys"
-    key = receipts.ReceiptKey.load(key_dir)
     with Ledger.open(db) as ledger:
+        key = receipts.signing_key(ledger, key_dir)  # made, and recorded in the ledger
         ev = ledger.append(
             NewEvent(
                 type="choice",
@@ -225,10 +227,22 @@ def receipt_file(db: str, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_receipt_verify_accepts_a_good_receipt(db: str, receipt_file: tuple[Path, Path]) -> None:
     path, key_dir = receipt_file
-    out = ok(run("receipt", "verify", str(path)))
+    out = ok(run("receipt", "verify", str(path), "--key-dir", str(key_dir)))
     assert out.startswith("valid: m1 consent given for genai-training"), out
+    out = ok(run("receipt", "verify", str(path), "--db", db))
+    assert out.startswith("valid:") and "the ledger agrees" in out
     out = ok(run("receipt", "verify", str(path), "--key-dir", str(key_dir), "--db", db))
     assert out.startswith("valid:") and "the ledger agrees" in out
+
+
+def test_receipt_verify_with_nothing_to_trust_says_so(receipt_file: tuple[Path, Path]) -> None:
+    path, _ = receipt_file
+    one_line_error(
+        run("receipt", "verify", str(path)),
+        "nothing says which keys are the service's",
+        "--keys-url",
+        "/.well-known/askfirst-receipt-keys.json",
+    )
 
 
 def test_receipt_verify_refuses_a_tampered_receipt(receipt_file: tuple[Path, Path]) -> None:
@@ -236,7 +250,10 @@ def test_receipt_verify_refuses_a_tampered_receipt(receipt_file: tuple[Path, Pat
     data = json.loads(path.read_text("utf-8"))
     data["event"]["eventState"] = "consent withdrawn"
     path.write_text(json.dumps(data), "utf-8")
-    one_line_error(run("receipt", "verify", str(path)), "signature does not match")
+    one_line_error(
+        run("receipt", "verify", str(path), "--key-dir", str(receipt_file[1])),
+        "signature does not match",
+    )
 
 
 def test_receipt_verify_refuses_another_key_and_a_rewritten_ledger(
@@ -245,7 +262,10 @@ def test_receipt_verify_refuses_another_key_and_a_rewritten_ledger(
     path, key_dir = receipt_file
     other = tmp_path / "other-keys"
     receipts.ReceiptKey.load(other)
-    one_line_error(run("receipt", "verify", str(path), "--key-dir", str(other)), "not by this")
+    one_line_error(
+        run("receipt", "verify", str(path), "--key-dir", str(other)),
+        f"which the key folder {other} does not know",
+    )
 
     data = json.loads(path.read_text("utf-8"))
     with Ledger.open(db) as ledger, ledger.engine.begin() as conn:
@@ -258,6 +278,49 @@ def test_receipt_verify_refuses_another_key_and_a_rewritten_ledger(
     assert "Traceback" not in res.output
     assert all(line.startswith("error: ") for line in res.stderr.splitlines())
     assert "rewritten or cut" in res.stderr
+
+
+def _resign(path: Path, key_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Alter the receipt in ``path`` and sign it again with the key in ``key_dir``."""
+    data = json.loads(path.read_text("utf-8"))
+    change(data)
+    key = receipts.ReceiptKey.load(key_dir)
+    data["signature"]["keyId"], data["signature"]["publicKey"] = key.key_id, key.public_b64
+    data["signature"]["value"] = (
+        base64.urlsafe_b64encode(key.private.sign(receipts.canonical(data))).rstrip(b"=").decode()
+    )
+    path.write_text(json.dumps(data), "utf-8")
+
+
+def _withdrawn(data: dict[str, Any]) -> None:
+    data["event"]["eventState"] = "consent withdrawn"
+    data["event"]["dpv:hasConsentStatus"] = "dpv:ConsentWithdrawn"
+
+
+def test_receipt_verify_refuses_a_receipt_re_signed_with_a_key_of_ones_own(
+    db: str, receipt_file: tuple[Path, Path], tmp_path: Path
+) -> None:
+    path, key_dir = receipt_file
+    _resign(path, tmp_path / "forger", _withdrawn)
+    for anchor in (("--db", db), ("--key-dir", str(key_dir))):
+        res = run("receipt", "verify", str(path), *anchor)
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert "not a key of this service" in res.stderr.splitlines()[0], res.stderr
+
+
+def test_receipt_verify_refuses_a_receipt_re_signed_with_the_service_key(
+    db: str, receipt_file: tuple[Path, Path]
+) -> None:
+    """Whoever holds the service's key can sign a withdrawal as a grant; the ledger says
+    what was chosen."""
+    path, key_dir = receipt_file
+    seq = json.loads(path.read_text("utf-8"))["ledger"]["eventSeq"]
+    _resign(path, key_dir, _withdrawn)
+    ok(run("receipt", "verify", str(path), "--key-dir", str(key_dir)))  # the key is genuine
+    one_line_error(
+        run("receipt", "verify", str(path), "--key-dir", str(key_dir), "--db", db),
+        f"the ledger's event {seq} is a grant, the receipt says withdraw",
+    )
 
 
 def test_receipt_verify_with_an_empty_key_folder_makes_no_key(
@@ -285,10 +348,24 @@ def test_receipt_verify_names_a_file_that_is_not_json_or_missing(tmp_path: Path)
 @pytest.mark.parametrize(
     "content", ["[]", "{}", '"receipt"', '{"signature": {"value": "x"}}'], ids=repr
 )
-def test_receipt_verify_refuses_json_that_is_no_receipt(tmp_path: Path, content: str) -> None:
+def test_receipt_verify_refuses_json_that_is_no_receipt(
+    db: str, tmp_path: Path, content: str
+) -> None:
     path = tmp_path / "r.json"
     path.write_text(content, "utf-8")
-    one_line_error(run("receipt", "verify", str(path)))
+    one_line_error(run("receipt", "verify", str(path), "--db", db))
+
+
+def test_receipt_new_key_rotates_and_old_receipts_still_verify(
+    db: str, receipt_file: tuple[Path, Path]
+) -> None:
+    path, key_dir = receipt_file
+    old = receipts.ReceiptKey.load(key_dir).key_id
+    out = ok(run("receipt", "new-key", "--key-dir", str(key_dir), "--db", db))
+    new = receipts.ReceiptKey.load(key_dir).key_id
+    assert new != old and f"new receipt signing key {new}" in out and "ledger seq" in out
+    out = ok(run("receipt", "verify", str(path), "--key-dir", str(key_dir), "--db", db))
+    assert f"key {old}" in out and "the ledger agrees" in out
 
 
 # ---- askfirst demo ---------------------------------------------------------------------

@@ -23,15 +23,28 @@ import pytest
 import sqlalchemy as sa
 
 from askfirst import Ledger, NewEvent, SubjectIn, load_policy, times
+from askfirst.decisions import decide, decide_many
 from askfirst.errors import InputError
-from askfirst.ledger import Event
+from askfirst.ledger import Event, EventType
 from askfirst.ledger.events import GENESIS, event_hash
-from askfirst.receipts import KEY_FILE, ReceiptKey, build, verify
+from askfirst.receipts import (
+    KEY_FILE,
+    NO_ANCHOR,
+    SIGNATURE_PROBLEM,
+    KeySet,
+    ReceiptKey,
+    build,
+    canonical,
+    jwks,
+    new_key,
+    record_key,
+    signing_key,
+    verify,
+)
 from conftest import fresh_pg_url
 
 GENAI = "genai-training"
 WITHDRAW_URL = "https://platform.example/settings/data-privacy"
-SIGNATURE_PROBLEM = "the signature does not match the receipt: it was altered or forged"
 
 
 def choice(subject: str, action: str, *, actor: str | None = None) -> NewEvent:
@@ -59,6 +72,11 @@ def key(tmp_path: Path) -> ReceiptKey:
     return ReceiptKey.load(tmp_path / "keys")
 
 
+def trusting(*keys: ReceiptKey) -> list[KeySet]:
+    """An anchor that vouches for ``keys`` (as the service's key folder would)."""
+    return [KeySet.of(keys)]
+
+
 def as_held(receipt: dict[str, Any]) -> dict[str, Any]:
     """The receipt as a member holds it: a JSON file read back."""
     data: dict[str, Any] = json.loads(json.dumps(receipt, ensure_ascii=False))
@@ -79,6 +97,7 @@ def test_receipt_carries_the_27560_fields_dpv_terms_and_ledger_position(
     ledger: Ledger, key: ReceiptKey, action: str, state: str, dpv_state: str
 ) -> None:
     setup_members(ledger)
+    record_key(ledger, key)
     if action == "withdraw":
         ledger.append(choice("m1", "grant"))
     ev = ledger.append(choice("m1", action))
@@ -126,22 +145,24 @@ def test_receipt_carries_the_27560_fields_dpv_terms_and_ledger_position(
     assert sig["publicKey"] == key.public_b64
     assert sig["keyId"] == key.key_id
 
-    assert verify(receipt) == []
-    assert verify(receipt, key=key) == []
-    assert verify(receipt, key=key, ledger=ledger) == []
+    assert verify(receipt) == [NO_ANCHOR]  # well signed, but by whom?
+    assert verify(receipt, trusting(key)) == []
+    assert verify(receipt, ledger=ledger) == []
+    assert verify(receipt, trusting(key), ledger) == []
 
 
 def test_receipt_for_a_staff_withdrawal_names_the_staff_actor(
     ledger: Ledger, key: ReceiptKey
 ) -> None:
     setup_members(ledger)
+    record_key(ledger, key)
     ledger.append(choice("m2", "grant"))
     ev = ledger.append(choice("m2", "withdraw", actor="staff:support"))
     receipt = build(ledger, ev, key, withdraw_url=WITHDRAW_URL)
     assert receipt["event"]["actor"] == "staff:support"
     assert receipt["event"]["dpv:hasConsentStatus"] == "dpv:ConsentWithdrawn"
     assert receipt["jurisdiction"] == "US-CA"
-    assert verify(receipt, key=key, ledger=ledger) == []
+    assert verify(receipt, trusting(key), ledger) == []
 
 
 def test_a_non_choice_event_gets_no_receipt(ledger: Ledger, key: ReceiptKey) -> None:
@@ -161,6 +182,7 @@ def test_a_non_choice_event_gets_no_receipt(ledger: Ledger, key: ReceiptKey) -> 
 def issue(ledger: Ledger, key: ReceiptKey) -> tuple[Event, dict[str, Any]]:
     """m1's grant, then m2's, and the receipt for m1's grant as m1 holds it."""
     setup_members(ledger)
+    record_key(ledger, key)
     ev = ledger.append(choice("m1", "grant"))
     ledger.append(choice("m2", "grant"))
     return ev, as_held(build(ledger, ev, key, withdraw_url=WITHDRAW_URL))
@@ -247,8 +269,8 @@ def test_altering_any_field_breaks_the_signature(
     assert node[path[-1]] != before
 
     assert verify(tampered) == [SIGNATURE_PROBLEM]
-    assert verify(tampered, key=key) == [SIGNATURE_PROBLEM]
-    assert verify(receipt, key=key) == []  # the original is untouched and still good
+    assert verify(tampered, trusting(key)) == [SIGNATURE_PROBLEM]
+    assert verify(receipt, trusting(key)) == []  # the original is untouched and still good
 
 
 def test_adding_or_removing_a_field_breaks_the_signature(
@@ -276,16 +298,30 @@ def test_a_receipt_signed_by_another_key_fails_against_the_service_key(
     assert other.public_b64 != key.public_b64
     forged = as_held(build(ledger, ev, other, withdraw_url=WITHDRAW_URL))
 
-    assert verify(forged) == []  # consistent in itself: signed by the key it names
-    problems = verify(forged, key=key)
-    assert len(problems) == 1
-    assert "not by this service's key" in problems[0] and key.key_id in problems[0]
+    assert verify(forged, trusting(other)) == []  # consistent in itself
+    for anchor in (trusting(key), [KeySet.from_ledger(ledger)]):
+        problems = verify(forged, anchor)
+        assert len(problems) == 1, problems
+        assert f"signed by key '{other.key_id}', which" in problems[0]
+        assert "does not know: not a key of this service" in problems[0]
+        assert key.key_id in problems[0]  # the keys it does know
+    assert len(verify(forged, ledger=ledger)) == 1
 
     # Claiming the service's public key while signed by another one is no better.
     claimed = copy.deepcopy(forged)
     claimed["signature"]["publicKey"] = key.public_b64
     claimed["signature"]["keyId"] = key.key_id
-    assert verify(claimed, key=key) == [SIGNATURE_PROBLEM]
+    assert verify(claimed, trusting(key)) == [SIGNATURE_PROBLEM]
+
+    # Naming the service's key id beside one's own public key is no better either.
+    named = copy.deepcopy(forged)
+    named["signature"]["keyId"] = key.key_id
+    named["signature"]["value"] = (
+        base64.urlsafe_b64encode(other.private.sign(canonical(named))).rstrip(b"=").decode()
+    )
+    assert verify(named, trusting(other)) != []  # (the other key's own id is not this one)
+    problems = verify(named, ledger=ledger)
+    assert problems == [f"key {key.key_id!r} in the ledger is not the key that signed this receipt"]
 
 
 # ---- a ledger rewritten wholesale ------------------------------------------------------
@@ -317,7 +353,7 @@ def test_a_wholesale_rewrite_contradicts_the_receipt(
 ) -> None:
     ledger, ev, receipt = issued
     old_head = ledger.head()
-    assert verify(receipt, key=key, ledger=ledger) == []
+    assert verify(receipt, trusting(key), ledger) == []
 
     # The source of event 1 (m1's registration) is changed; every later hash is redone.
     rewrite_from(ledger, 1, "UPDATE events SET source = 'rewritten' WHERE seq = 1")
@@ -327,8 +363,8 @@ def test_a_wholesale_rewrite_contradicts_the_receipt(
     # Without a head kept elsewhere, the ledger's own check cannot tell ...
     assert ledger.verify().ok
     # ... but the receipt the member holds can.
-    assert verify(receipt) == []  # still well signed
-    problems = verify(receipt, key=key, ledger=ledger)
+    assert verify(receipt, trusting(key)) == []  # still well signed
+    problems = verify(receipt, trusting(key), ledger)
     assert len(problems) == 2, problems
     assert problems[0].startswith(f"the ledger's event at seq {ev.seq} is not the one")
     assert problems[1].startswith(f"the ledger's head at seq {old_head.seq} is not the one")
@@ -342,7 +378,7 @@ def test_a_cut_ledger_contradicts_the_receipt(
     head = ledger.head()
     with ledger.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM events WHERE seq = :s"), {"s": head.seq})
-    problems = verify(receipt, key=key, ledger=ledger)
+    problems = verify(receipt, trusting(key), ledger)
     assert problems == [
         f"the ledger's head at seq {head.seq} is not the one this receipt holds: "
         "the ledger was rewritten or cut"
@@ -373,9 +409,10 @@ def test_signing_key_is_made_once_with_owner_only_permissions(tmp_path: Path) ->
 def test_a_receipt_outlives_a_restart(ledger: Ledger, tmp_path: Path) -> None:
     """Signed with the key as first loaded, verified with the key loaded again."""
     setup_members(ledger)
+    record_key(ledger, ReceiptKey.load(tmp_path / "k"))
     ev = ledger.append(choice("m1", "grant"))
     receipt = as_held(build(ledger, ev, ReceiptKey.load(tmp_path / "k"), withdraw_url="u"))
-    assert verify(receipt, key=ReceiptKey.load(tmp_path / "k"), ledger=ledger) == []
+    assert verify(receipt, [KeySet.from_folder(tmp_path / "k")], ledger) == []
 
 
 def test_missing_or_broken_key_is_an_input_error(tmp_path: Path) -> None:
@@ -411,4 +448,254 @@ def test_the_service_key_spelt_differently_is_not_called_another_key(
     respelt = copy.deepcopy(receipt)
     respelt["signature"]["publicKey"] = _same_bytes_other_text(key.public_b64)
     # Either accepted (it is the same key) or refused as not canonical; never "another key".
-    assert verify(respelt, key=key) in ([], [SIGNATURE_PROBLEM])
+    assert verify(respelt, trusting(key)) in ([], [SIGNATURE_PROBLEM])
+
+
+# ---- trust anchors: which keys are the service's ---------------------------------------
+
+
+def resigned(receipt: dict[str, Any], key: ReceiptKey, change: Any) -> dict[str, Any]:
+    """``receipt`` altered by ``change`` and signed again, properly, with ``key``."""
+    altered = copy.deepcopy(receipt)
+    change(altered)
+    altered["signature"] = {
+        "alg": "Ed25519",
+        "keyId": key.key_id,
+        "publicKey": key.public_b64,
+        "value": base64.urlsafe_b64encode(key.private.sign(canonical(altered)))
+        .rstrip(b"=")
+        .decode(),
+    }
+    return altered
+
+
+def withdrawn(r: dict[str, Any]) -> None:
+    r["event"]["eventState"] = "consent withdrawn"
+    r["event"]["dpv:hasConsentStatus"] = "dpv:ConsentWithdrawn"
+
+
+def given(r: dict[str, Any]) -> None:
+    r["event"]["eventState"] = "consent given"
+    r["event"]["dpv:hasConsentStatus"] = "dpv:ConsentGiven"
+
+
+def test_a_receipt_altered_and_signed_with_a_foreign_key_is_refused(
+    issued: tuple[Ledger, Event, dict[str, Any]], key: ReceiptKey, tmp_path: Path
+) -> None:
+    ledger, ev, receipt = issued
+    forger = ReceiptKey.load(tmp_path / "forger")
+    forged = resigned(receipt, forger, withdrawn)
+    assert verify(forged, [KeySet.of([forger])]) == []  # it is a perfectly good signature ...
+
+    # ... by a key that neither the ledger nor the service's key folder knows.
+    by_ledger = verify(forged, ledger=ledger)
+    assert by_ledger[0].startswith(f"signed by key '{forger.key_id}', which the ledger does not")
+    assert f"the ledger's event {ev.seq} is a grant, the receipt says withdraw" in by_ledger
+    by_folder = verify(forged, [KeySet.from_folder(tmp_path / "keys")])
+    assert by_folder == [
+        f"signed by key '{forger.key_id}', which the key folder {tmp_path / 'keys'} does not "
+        f"know: not a key of this service (its keys: {key.key_id})"
+    ]
+
+
+@pytest.mark.parametrize("start", ["grant", "withdraw"])
+def test_a_receipt_re_signed_with_the_service_key_must_say_what_the_ledger_says(
+    ledger: Ledger, key: ReceiptKey, start: str
+) -> None:
+    """Whoever holds the service's key can sign anything; the ledger's event still says
+    what was chosen, and the check names the difference."""
+    setup_members(ledger)
+    record_key(ledger, key)
+    if start == "withdraw":
+        ledger.append(choice("m1", "grant"))
+    ev = ledger.append(choice("m1", start))
+    receipt = as_held(build(ledger, ev, key, withdraw_url=WITHDRAW_URL))
+    flipped = resigned(receipt, key, withdrawn if start == "grant" else given)
+    other = "withdraw" if start == "grant" else "grant"
+
+    assert verify(flipped, trusting(key)) == []  # signed by the service's own key
+    assert verify(flipped, trusting(key), ledger) == [
+        f"the ledger's event {ev.seq} is a {start}, the receipt says {other}"
+    ]
+    assert verify(receipt, trusting(key), ledger) == []
+
+
+def _set(path: tuple[str | int, ...], value: Any) -> Any:
+    def change(r: dict[str, Any]) -> None:
+        node: Any = r
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "says"),
+    [
+        (("piiPrincipalId",), "m2", "is about m1, the receipt says m2"),
+        (("purposes", 0, "purposeId"), "third-party-research", "is for purpose genai-training"),
+        (("notice", "version"), 2, "is under notice version 1, the receipt says 2"),
+        (("notice", "noticeId"), "genai-training@v9", "is under notice genai-training@v1"),
+        (("event", "eventTime"), "2020-01-01T00:00:00Z", "the receipt says 2020-01-01T00:00:00Z"),
+        (("event", "actor"), "staff:someone", "was made by m1, the receipt says staff:someone"),
+        (("event", "eventState"), ["x"], 'is a grant, the receipt says ["x"]'),
+        (("event", "dpv:hasConsentStatus"), "dpv:ConsentRefused", "is a grant, the receipt says"),
+    ],
+    ids=lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else None,
+)
+def test_every_field_the_ledger_holds_is_compared_and_named(
+    issued: tuple[Ledger, Event, dict[str, Any]],
+    key: ReceiptKey,
+    path: tuple[str | int, ...],
+    value: Any,
+    says: str,
+) -> None:
+    ledger, ev, receipt = issued
+    problems = verify(resigned(receipt, key, _set(path, value)), trusting(key), ledger)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"the ledger's event {ev.seq} ") and says in problems[0]
+
+
+def test_a_receipt_naming_an_event_that_is_no_choice_is_refused(
+    issued: tuple[Ledger, Event, dict[str, Any]], key: ReceiptKey
+) -> None:
+    ledger, _, receipt = issued
+    first = ledger.events(limit=1)[0]
+    moved = resigned(
+        receipt,
+        key,
+        _set(("ledger",), {**receipt["ledger"], "eventSeq": 1, "eventHash": first.hash}),
+    )
+    assert verify(moved, trusting(key), ledger) == [
+        "the ledger's event 1 is a subject event, the receipt says a choice"
+    ]
+
+
+def test_with_no_anchor_nothing_is_trusted(held: tuple[ReceiptKey, dict[str, Any]]) -> None:
+    _, receipt = held
+    assert verify(receipt) == [NO_ANCHOR]
+    assert verify(receipt, []) == [NO_ANCHOR]
+    assert "/.well-known/askfirst-receipt-keys.json" in NO_ANCHOR
+
+
+def test_keys_rotate_and_old_receipts_still_verify(ledger: Ledger, tmp_path: Path) -> None:
+    folder = tmp_path / "keys"
+    setup_members(ledger)
+    old = signing_key(ledger, folder)
+    first = ledger.append(choice("m1", "grant"))
+    old_receipt = as_held(build(ledger, first, old, withdraw_url=WITHDRAW_URL))
+
+    new, recorded = new_key(ledger, folder)
+    assert new.key_id != old.key_id and recorded is not None
+    assert ReceiptKey.load(folder).key_id == new.key_id  # the folder now signs with the new one
+    assert not any(b"PRIVATE" in p.read_bytes() for p in folder.glob("receipt-retired.*"))
+    second = ledger.append(choice("m1", "withdraw"))
+    new_receipt = as_held(build(ledger, second, new, withdraw_url=WITHDRAW_URL))
+
+    published = jwks(ledger)["keys"]
+    assert [k["kid"] for k in published] == [new.key_id, old.key_id]  # newest first
+    assert published[1] | {"askfirst:recorded": None} == {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": old.public_b64,
+        "kid": old.key_id,
+        "use": "sig",
+        "alg": "EdDSA",
+        "askfirst:recorded": None,
+    }
+    anchors = [
+        KeySet.from_folder(folder),
+        KeySet.from_jwks(json.loads(json.dumps(jwks(ledger))), "the published keys"),
+    ]
+    for r in (old_receipt, new_receipt):
+        assert verify(r, anchors, ledger) == []
+    # A folder that forgot the old key no longer vouches for it; the ledger still does.
+    for retired in folder.glob("receipt-retired.*"):
+        retired.unlink()
+    assert verify(old_receipt, ledger=ledger) == []
+    [problem] = verify(old_receipt, [KeySet.from_folder(folder)])
+    assert "does not know" in problem and old.key_id in problem
+
+
+def test_a_key_is_recorded_once_and_decisions_ignore_it(ledger: Ledger, tmp_path: Path) -> None:
+    setup_members(ledger)
+    ledger.append(choice("m1", "grant"))
+
+    def decisions() -> list[tuple[bool, str, int | None]]:
+        return [
+            (d.allowed, d.reason, d.event_seq)
+            for d in (decide(ledger, s, GENAI) for s in ("m1", "m2"))
+        ]
+
+    before = decisions()
+    many_before = decide_many(ledger, GENAI, ["m1", "m2"]).to_pylist()
+
+    key = signing_key(ledger, tmp_path / "keys")
+    head = ledger.head()
+    assert signing_key(ledger, tmp_path / "keys").key_id == key.key_id
+    assert ledger.head() == head  # the second start records nothing
+    [event] = [e for e in ledger.events(limit=100) if e.type == EventType.RECEIPT_KEY]
+    assert (event.subject, event.actor, event.purpose) == ("system", "system", None)
+    assert event.value == f"ed25519:{key.key_id}:{key.public_b64}"
+
+    assert ledger.verify().ok
+    assert decisions() == before
+    assert decide_many(ledger, GENAI, ["m1", "m2"]).to_pylist() == many_before
+    assert decide(ledger, "system", GENAI).reason == "unknown-subject"
+    assert decide_many(ledger, GENAI, at=times.now()).column("subject").to_pylist() == [
+        "m1",
+        "m2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"actor": "m1"}, "may not record a receipt-key event"),
+        ({"subject": "m1"}, "its subject is 'system'"),
+        ({"value": "ed25519:0000000000000000:" + "A" * 43}, "not a valid value"),
+        ({"value": "rsa:whatever"}, "not a valid value"),
+        ({"purpose": GENAI}, "takes no purpose"),
+    ],
+    ids=["member-actor", "member-subject", "wrong-kid", "not-ed25519", "purpose"],
+)
+def test_only_the_platform_records_a_well_formed_key(
+    ledger: Ledger, key: ReceiptKey, change: dict[str, Any], error: str
+) -> None:
+    setup_members(ledger)
+    head = ledger.head()
+    fields: dict[str, Any] = {
+        "type": "receipt-key",
+        "subject": "system",
+        "actor": "system",
+        "source": "test",
+        "value": f"ed25519:{key.key_id}:{key.public_b64}",
+    }
+    with pytest.raises(InputError, match=error):
+        ledger.append(NewEvent(**(fields | change)))
+    assert ledger.head() == head
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ([], "not a JSON Web Key Set"),
+        ({"keys": "x"}, "not a JSON Web Key Set"),
+        ({"keys": []}, "lists no Ed25519 receipt keys"),
+        ({"keys": [{"kty": "RSA", "n": "x", "e": "AQAB"}]}, "lists no Ed25519 receipt keys"),
+        ({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "short"}]}, "valid 'kid'"),
+        ({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "A" * 43}]}, "valid 'kid'"),
+    ],
+    ids=["list", "keys-not-list", "empty", "rsa-only", "bad-x", "no-kid"],
+)
+def test_a_key_set_that_is_not_one_is_an_input_error(data: Any, error: str) -> None:
+    with pytest.raises(InputError, match=error):
+        KeySet.from_jwks(data, "https://example.test/keys.json")
+
+
+def test_a_keys_url_that_cannot_be_used_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="give an http"):
+        KeySet.from_url("file:///etc/passwd")
+    with pytest.raises(InputError, match="cannot fetch the receipt keys"):
+        KeySet.from_url("http://127.0.0.1:9/.well-known/askfirst-receipt-keys.json")

@@ -3,94 +3,82 @@
 A receipt carries the fields of ISO/IEC TS 27560 (consent record information structure),
 with purpose and state terms from the W3C Data Privacy Vocabulary, the event's ledger seq
 and hash, and the ledger head when it was issued. It is signed with the service's Ed25519
-key, which lives in a key folder outside the database, so that a ledger rewritten
-wholesale would contradict the receipts members hold.
+key (see :mod:`askfirst.receipt_keys`) and names that key by its id.
+
+A signature alone proves only that *some* key signed the receipt, so a receipt verifies
+only against a trust anchor that says which keys are the service's: the keys the ledger
+recorded, the key folder, or the keys the service publishes. Against the ledger, a
+receipt must also say what the ledger's event says.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
 from askfirst import times
 from askfirst.errors import InputError
 from askfirst.ledger import Event, EventType, Ledger
 from askfirst.ledger.tables import events, subject_state
+from askfirst.receipt_keys import (
+    KEY_FILE,
+    WELL_KNOWN,
+    KeySet,
+    ReceiptKey,
+    b64url,
+    jwks,
+    new_key,
+    record_key,
+    signing_key,
+    unb64url,
+)
+
+__all__ = [
+    "KEY_FILE",
+    "NO_ANCHOR",
+    "SIGNATURE_PROBLEM",
+    "WELL_KNOWN",
+    "KeySet",
+    "ReceiptKey",
+    "build",
+    "canonical",
+    "differences",
+    "jwks",
+    "new_key",
+    "record_key",
+    "signing_key",
+    "verify",
+]
 
 SCHEMA = "askfirst-receipt/1; ISO/IEC TS 27560:2023"
-KEY_FILE = "receipt-signing.ed25519.pem"
 STATES = {
     "grant": ("consent given", "dpv:ConsentGiven"),
     "withdraw": ("consent withdrawn", "dpv:ConsentWithdrawn"),
     "object": ("objection", "dpv:ConsentRefused"),
 }
+SIGNATURE_PROBLEM = "the signature does not match the receipt: it was altered or forged"
+NO_ANCHOR = (
+    "nothing says which keys are the service's: check a receipt against the ledger, the "
+    "service's key folder or the keys it publishes at " + WELL_KNOWN
+)
 
 
-class ReceiptKey:
-    """The service's Ed25519 signing key, made on first use and kept in ``folder``."""
-
-    def __init__(self, private: Ed25519PrivateKey) -> None:
-        self.private = private
-        self.public = private.public_key()
-        raw = self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        self.public_b64 = _b64(raw)
-        self.key_id = hashlib.sha256(raw).hexdigest()[:16]
-
-    @classmethod
-    def load(cls, folder: str | Path, *, create: bool = True) -> ReceiptKey:
-        path = Path(folder) / KEY_FILE
-        if path.exists():
-            try:
-                key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            except (ValueError, TypeError) as e:
-                raise InputError(f"{path}: not an Ed25519 private key ({e})") from None
-            if not isinstance(key, Ed25519PrivateKey):
-                raise InputError(f"{path}: not an Ed25519 private key")
-            return cls(key)
-        if not create:
-            raise InputError(f"no receipt signing key at {path}")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        return cls(key)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    """Decode base64url, accepting only its one canonical spelling (so that a receipt has
-    exactly one form: no spare bits set, no padding, no stray characters)."""
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(data) != text:
-        raise ValueError("not canonical base64url")
-    return data
+# ---- building --------------------------------------------------------------------------
 
 
 def canonical(receipt: dict[str, Any]) -> bytes:
     """The bytes that are signed: the receipt without its signature, keys sorted."""
     body = {k: v for k, v in receipt.items() if k != "signature"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_id(event: Event) -> str:
+    return f"urn:askfirst:ledger:{event.seq}:{event.hash[:16]}"
 
 
 def build(ledger: Ledger, event: Event, key: ReceiptKey, *, withdraw_url: str) -> dict[str, Any]:
@@ -108,7 +96,7 @@ def build(ledger: Ledger, event: Event, key: ReceiptKey, *, withdraw_url: str) -
     receipt: dict[str, Any] = {
         "@context": {"dpv": "https://w3id.org/dpv#"},
         "schemaVersion": SCHEMA,
-        "recordId": f"urn:askfirst:ledger:{event.seq}:{event.hash[:16]}",
+        "recordId": record_id(event),
         "piiPrincipalId": event.subject,
         "piiController": {"name": controller.name, "contact": controller.contact},
         "purposes": [
@@ -152,30 +140,46 @@ def build(ledger: Ledger, event: Event, key: ReceiptKey, *, withdraw_url: str) -
         "alg": "Ed25519",
         "keyId": key.key_id,
         "publicKey": key.public_b64,
-        "value": _b64(key.private.sign(canonical(receipt))),
+        "value": b64url(key.private.sign(canonical(receipt))),
     }
     return receipt
 
 
-def verify(receipt: Any, key: ReceiptKey | None = None, ledger: Ledger | None = None) -> list[str]:
+# ---- verifying -------------------------------------------------------------------------
+
+
+def verify(receipt: Any, anchors: Sequence[KeySet] = (), ledger: Ledger | None = None) -> list[str]:
     """Problems with a receipt (empty when it is good).
 
-    With ``key``, the signature must be by that key (not only by the key the receipt
-    names); with ``ledger``, the event and the head it names must still be in the ledger.
+    The signature must match, and be by a key that every anchor knows (``ledger``, when
+    given, is one: the keys it recorded); with no anchor at all, the answer is
+    :data:`NO_ANCHOR`. With ``ledger``, the event the receipt names must still be in the
+    ledger, unchanged, and say what the receipt says, and so must the head it names.
     """
     if not isinstance(receipt, dict) or not isinstance(receipt.get("signature"), dict):
         return ["not a receipt: no signature"]
     sig = receipt["signature"]
     try:
-        public = Ed25519PublicKey.from_public_bytes(_unb64(str(sig.get("publicKey", ""))))
-        public.verify(_unb64(str(sig.get("value", ""))), canonical(receipt))
+        public = Ed25519PublicKey.from_public_bytes(unb64url(str(sig.get("publicKey", ""))))
+        public.verify(unb64url(str(sig.get("value", ""))), canonical(receipt))
     except (InvalidSignature, ValueError, TypeError):
-        return ["the signature does not match the receipt: it was altered or forged"]
+        return [SIGNATURE_PROBLEM]
+    trusted = [*anchors, *([KeySet.from_ledger(ledger)] if ledger is not None else [])]
+    if not trusted:
+        return [NO_ANCHOR]
+    kid = sig.get("keyId")
     problems: list[str] = []
-    if key is not None and sig.get("publicKey") != key.public_b64:
-        problems.append(
-            f"signed by key {sig.get('keyId')!r}, not by this service's key {key.key_id!r}"
-        )
+    for anchor in trusted:
+        known = anchor.keys.get(kid) if isinstance(kid, str) else None
+        if known is None:
+            problems.append(
+                f"signed by key {_plain(kid)!r}, which {anchor.source} does not know: not a "
+                f"key of this service (its keys: {', '.join(anchor.keys) or 'none'})"
+            )
+        elif known != sig.get("publicKey"):
+            problems.append(
+                f"key {kid!r} in {anchor.source} is not the key that signed this receipt"
+            )
     if ledger is not None:
         problems += _against_ledger(receipt, ledger)
     return problems
@@ -195,10 +199,80 @@ def _against_ledger(receipt: dict[str, Any], ledger: Ledger) -> list[str]:
             if type(seq) is not int or not 0 < seq < 1 << 63:
                 problems.append(f"the receipt names no valid ledger {what} seq")
                 continue
-            found = conn.execute(select(events.c.hash).where(events.c.seq == seq)).scalar()
-            if found != digest:
+            row = conn.execute(select(events).where(events.c.seq == seq)).first()
+            if row is None or row.hash != digest:
                 problems.append(
                     f"the ledger's {what} at seq {seq} is not the one this receipt holds: "
                     "the ledger was rewritten or cut"
                 )
+            if what == "event" and row is not None:
+                problems += differences(receipt, Event.from_row(row))
     return problems
+
+
+def differences(receipt: dict[str, Any], event: Event) -> list[str]:
+    """What ``receipt`` says that ledger event ``event`` does not, one line each
+    ("the ledger's event 12 is a withdraw, the receipt says grant")."""
+    n = event.seq
+    if event.type != EventType.CHOICE:
+        return [f"the ledger's event {n} is a {event.type} event, the receipt says a choice"]
+    said = _what_it_says(receipt)
+    out = []
+    want = STATES.get(event.value or "")
+    if (said["state"], said["dpv_state"]) != want:
+        odd = said["state"] if want is None or said["state"] != want[0] else said["dpv_state"]
+        theirs = _action(odd) or _plain(odd)
+        out.append(f"the ledger's event {n} is a {event.value}, the receipt says {theirs}")
+    checks: list[tuple[str, Any, Any]] = [
+        ("is about", event.subject, said["subject"]),
+        ("is for purpose", event.purpose, said["purpose"]),
+        ("is under notice version", event.notice_version, said["notice_version"]),
+        ("was recorded at", times.iso(event.recorded_at), said["time"]),
+        ("was made by", event.actor, said["actor"]),
+    ]
+    for phrase, ours, theirs in checks:
+        if ours != theirs or type(ours) is not type(theirs):
+            out.append(f"the ledger's event {n} {phrase} {ours}, the receipt says {_plain(theirs)}")
+    notice_id = f"{event.purpose}@v{event.notice_version}"
+    if not out and said["notice_id"] != notice_id:
+        out.append(
+            f"the ledger's event {n} is under notice {notice_id}, the receipt says "
+            f"{_plain(said['notice_id'])}"
+        )
+    return out
+
+
+def _action(words: Any) -> str | None:
+    return _ACTION_OF.get(words) if isinstance(words, str) else None
+
+
+def _plain(value: Any, limit: int = 80) -> str:
+    """A value from a receipt, for a message: as it reads when it is text or a number."""
+    plain = isinstance(value, str | int) and not isinstance(value, bool)
+    text = str(value) if plain else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_ACTION_OF = {words: action for action, pair in STATES.items() for words in pair}
+
+
+def _what_it_says(receipt: dict[str, Any]) -> dict[str, Any]:
+    def part(name: str) -> dict[str, Any]:
+        value = receipt.get(name)
+        return value if isinstance(value, dict) else {}
+
+    purposes = receipt.get("purposes")
+    first = purposes[0] if isinstance(purposes, list) and purposes else {}
+    first = first if isinstance(first, dict) else {}
+    event, notice = part("event"), part("notice")
+
+    return {
+        "state": event.get("eventState"),
+        "dpv_state": event.get("dpv:hasConsentStatus"),
+        "subject": receipt.get("piiPrincipalId"),
+        "purpose": first.get("purposeId"),
+        "notice_version": notice.get("version"),
+        "notice_id": notice.get("noticeId"),
+        "time": event.get("eventTime"),
+        "actor": event.get("actor"),
+    }

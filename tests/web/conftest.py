@@ -34,7 +34,7 @@ from askfirst import demo, load_policy
 from askfirst.accounts import create_token
 from askfirst.ledger import Ledger
 from askfirst.ledger.tables import accounts
-from askfirst.receipts import ReceiptKey
+from askfirst.receipts import signing_key
 from askfirst.web.app import WebSettings, create_app, session_secret
 
 MEMBER_PASSWORD = demo.MEMBER_PASSWORD
@@ -78,8 +78,10 @@ class ApiToken:
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> demo.Demo:
     """The demo platform, built once per session; copy it before writing (see demo_dir)."""
     built = demo.build(tmp_path_factory.mktemp("demo-template") / "askfirst-demo")
-    # Make the keys now, so that each copy does not generate its own.
-    ReceiptKey.load(built.key_dir)
+    # Make the keys now (the receipt key recorded in the ledger, as a start does), so that
+    # each copy does not generate and record its own.
+    with Ledger.open(built.url, load_policy()) as ledger:
+        signing_key(ledger, built.key_dir)
     session_secret(built.key_dir)
     # The same passwords, hashed with cheap Argon2id parameters: sign-in still runs the
     # real verification, but in milliseconds rather than a second on a busy machine.

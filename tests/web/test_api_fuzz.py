@@ -125,13 +125,14 @@ def _self_signed(app: FastAPI, key_dir: Any, ledger_part: Any) -> dict[str, Any]
     """A receipt signed by a key of the sender's own, whose ``ledger`` part is
     ``ledger_part``: anyone can make one and post it to the public verify endpoint."""
     ledger = app.state.ledger
-    ev = privacy.choose(ledger, ANNA, GENAI, "withdraw", actor=ANNA, source="test")
+    ev = privacy.choose(ledger, ANNA, GENAI, "withdraw", actor=ANNA, source="test").event
     key = ReceiptKey.load(key_dir)
     receipt = copy.deepcopy(receipts.build(ledger, ev, key, withdraw_url="http://x/"))
     receipt["ledger"] = ledger_part
     signature = key.private.sign(receipts.canonical(receipt))
     receipt["signature"]["value"] = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
-    assert receipts.verify(receipt) == [], "the reproduction's receipt must be well signed"
+    well_signed = receipts.verify(receipt, [receipts.KeySet.of([key])])
+    assert well_signed == [], "the reproduction's receipt must be well signed"
     return receipt
 
 

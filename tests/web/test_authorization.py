@@ -202,10 +202,10 @@ def _receipt_seq(ledger: Ledger, target: Target) -> int:
     seqs = [e.seq for e in ledger.subject_events(target.subject) if e.type == "choice"]
     if seqs:
         return seqs[-1]
-    ev = privacy.choose(
+    made = privacy.choose(
         ledger, target.subject, GENAI, "grant", actor=target.owner_subject, source="test"
     )
-    return ev.seq
+    return made.event.seq
 
 
 TARGETS = {

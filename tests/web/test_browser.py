@@ -290,6 +290,34 @@ def test_the_downloaded_receipt_verifies_with_the_cli(
     assert "withdrawn" in result.output, result.output
 
 
+def test_receipts_read_in_words_and_a_no_said_twice_is_recorded_once(
+    page: Page, live: LiveServer
+) -> None:
+    sign_in(page, "jo.rivera")
+    page.goto("/settings/data-privacy")
+    title = POLICY.purpose(GENAI).title
+    submit(page, purpose_section(page, GENAI).get_by_role("button", name="Yes, use my data"))
+    submit(page, purpose_section(page, GENAI).get_by_role("button", name="No, don't use my data"))
+    newest = page.get_by_role("region", name="Your receipts").get_by_role("listitem").first
+    assert newest.inner_text().startswith(f"You said no to “{title}” on "), newest.inner_text()
+
+    with live.ledger() as ledger:
+        head = ledger.head()
+    submit(page, purpose_section(page, GENAI).get_by_role("button", name="No, don't use my data"))
+    status = page.get_by_role("status").inner_text()
+    assert status.startswith(f"Nothing changed: the answer to “{title}” was already no"), status
+    with live.ledger() as ledger:
+        assert ledger.head() == head
+
+    page.get_by_role("status").get_by_role("link", name="See your receipt").click()
+    page.wait_for_url(f"**/receipts/{head.seq}")
+    assert page.get_by_role("heading", level=1).inner_text() == f"Consent receipt {head.seq}"
+    main = page.get_by_role("main").inner_text()
+    assert f"You said no to “{title}” on " in main and "This is your answer now." in main
+    assert page.get_by_role("link", name="Download the signed receipt (JSON file)").is_visible()
+    assert serious(page) == []
+
+
 # ---- Global Privacy Control ------------------------------------------------------------------
 
 

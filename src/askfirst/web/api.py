@@ -76,7 +76,12 @@ class ChoiceCreate(BaseModel):
 
 
 class ChoicePublic(BaseModel):
-    event: EventPublic
+    event: EventPublic = Field(description="The choice event the answer stands on")
+    changed: bool = Field(
+        description="False when the answer was already this one: nothing new was recorded, "
+        "and ``event`` is the earlier choice it stands on (the answer is then 200, not 201)"
+    )
+    message: str = Field(description="What happened, in words")
     receipt_url: str
 
 
@@ -217,11 +222,13 @@ def subject_events(
     response_model=ChoicePublic,
     status_code=201,
     summary="Say yes or no for one purpose",
+    responses={200: {"model": ChoicePublic, "description": "Already so; nothing recorded"}},
 )
 def make_choice(
     subject_id: str,
     body: ChoiceCreate,
     request: Request,
+    response: Response,
     principal: PrincipalDep,
     ledger: LedgerDep,
 ) -> ChoicePublic:
@@ -234,10 +241,18 @@ def make_choice(
     if not (principal.may_act_for(subject_id) or principal.is_staff):
         raise forbidden(f"you may not change subject {subject_id!r}'s choices")
     check_session_write(request, principal)
-    ev = privacy.choose(
+    made = privacy.choose(
         ledger, subject_id, body.purpose, body.action, actor=principal.actor, source="api"
     )
-    return ChoicePublic(event=_event(ev), receipt_url=f"/v1/receipts/{ev.seq}")
+    if not made.changed:
+        response.status_code = 200
+    ev = made.event
+    return ChoicePublic(
+        event=_event(ev),
+        changed=made.changed,
+        message=made.in_words(ledger.policy.purpose(body.purpose).title),
+        receipt_url=f"/v1/receipts/{ev.seq}",
+    )
 
 
 @router.post(
@@ -288,12 +303,15 @@ def list_events(
 @router.post(
     "/receipts/verify",
     response_model=ReceiptCheck,
-    summary="Check a receipt's signature and that the ledger still agrees",
+    summary="Check a receipt: signed by a key of this service's, and the ledger agrees",
 )
 def verify_receipt(
     receipt: Annotated[dict[str, Any], Body()], request: Request, ledger: LedgerDep
 ) -> ReceiptCheck:
-    problems = receipts.verify(receipt, request.app.state.receipt_key, ledger)
+    # The key must be one the key folder and the ledger both know, and the ledger's event
+    # must say what the receipt says.
+    anchor = receipts.KeySet.from_folder(request.app.state.settings.key_dir)
+    problems = receipts.verify(receipt, [anchor], ledger)
     return ReceiptCheck(valid=not problems, problems=problems)
 
 
@@ -305,5 +323,5 @@ def get_receipt(
     if not evs or evs[0].seq != seq:
         raise HTTPException(404, f"no ledger event {seq}")
     require_readable(principal, evs[0].subject)
-    url = str(request.url_for("data_privacy"))
+    url = privacy.settings_url(str(request.base_url), evs[0].subject)
     return receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)

@@ -19,9 +19,10 @@ from sqlalchemy import select
 
 from askfirst import accounts, privacy, receipts, times
 from askfirst.data_in_ai import data_in_ai
-from askfirst.decisions import choice_counts, decide, decision_counts
+from askfirst.decisions import decide
 from askfirst.ledger.tables import content
 from askfirst.models import list_tasks
+from askfirst.reports import choice_counts, decision_counts
 from askfirst.web.auth import (
     LedgerDep,
     MaybePrincipal,
@@ -275,12 +276,10 @@ def data_privacy_choice(
     who = _require(principal, request)
     check_csrf(request, csrf_token)
     target = _subject(who, subject)
-    ev = privacy.choose(ledger, target, purpose, action, actor=who.actor, source="web")
-    title = ledger.policy.purpose(purpose).title
-    said = "yes" if action == "grant" else "no"
+    made = privacy.choose(ledger, target, purpose, action, actor=who.actor, source="web")
     request.session["flash"] = {
-        "text": f"Saved: you said {said} to “{title}”. It applies now.",
-        "receipt_seq": ev.seq,
+        "text": made.in_words(ledger.policy.purpose(purpose).title),
+        "receipt_seq": made.event.seq,
     }
     return RedirectResponse(_back(target, who), status_code=303)
 
@@ -296,32 +295,65 @@ def data_privacy_all_off(
     who = _require(principal, request)
     check_csrf(request, csrf_token)
     target = _subject(who, subject)
-    evs = privacy.turn_off_all(ledger, target, actor=who.actor, source="web")
+    made = [
+        c.event
+        for c in privacy.turn_off_all(ledger, target, actor=who.actor, source="web")
+        if c.changed
+    ]
     request.session["flash"] = {
-        "text": "Saved: every AI and research use is off. It applies now.",
-        "receipt_seq": evs[-1].seq,
+        "text": "Saved: every AI and research use is off. It applies now."
+        if made
+        else "Nothing changed: every AI and research use was already off, so nothing new "
+        "was recorded.",
+        "receipt_seq": made[-1].seq if made else None,
     }
     return RedirectResponse(_back(target, who), status_code=303)
 
 
-@router.get("/receipts/{seq}.json")
-def download_receipt(
-    seq: Annotated[int, Path(ge=1, le=(1 << 63) - 1)],
-    request: Request,
-    principal: MaybePrincipal,
-    ledger: LedgerDep,
-) -> Response:
-    who = _require(principal, request)
-    evs = ledger.events(after=seq - 1, limit=1) if seq >= 1 else []
-    if not evs or evs[0].seq != seq or not who.may_read(evs[0].subject):
+ReceiptSeq = Annotated[int, Path(ge=1, le=(1 << 63) - 1)]
+
+
+def _receipt(request: Request, who: Principal, ledger: LedgerDep, seq: int) -> dict[str, Any]:
+    """The signed receipt for choice event ``seq``, if ``who`` may see it (its subject, or
+    those who act for or read for it); else 404, saying no more."""
+    evs = ledger.events(after=seq - 1, limit=1)
+    ev = evs[0] if evs and evs[0].seq == seq else None
+    if ev is None or ev.type != "choice" or not who.may_read(ev.subject):
         raise HTTPException(404, f"you have no receipt {seq}")
-    url = str(request.url_for("data_privacy"))
-    body = receipts.build(ledger, evs[0], request.app.state.receipt_key, withdraw_url=url)
+    url = privacy.settings_url(str(request.base_url), ev.subject)
+    return receipts.build(ledger, ev, request.app.state.receipt_key, withdraw_url=url)
+
+
+@router.get("/receipts/{seq:int}.json")
+def download_receipt(
+    seq: ReceiptSeq, request: Request, principal: MaybePrincipal, ledger: LedgerDep
+) -> Response:
+    """The signed receipt as a file to keep (the readable page's JSON twin)."""
+    body = _receipt(request, _require(principal, request), ledger, seq)
     return Response(
         json.dumps(body, indent=2, ensure_ascii=False),
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="askfirst-receipt-{seq}.json"'},
     )
+
+
+@router.get("/receipts/{seq:int}", name="receipt")
+def receipt_page(
+    seq: ReceiptSeq, request: Request, principal: MaybePrincipal, ledger: LedgerDep
+) -> Response:
+    """A receipt in words: what was chosen, for which purpose, when, by whom."""
+    who = _require(principal, request)
+    body = _receipt(request, who, ledger, seq)
+    data = privacy.receipt_in_words(ledger, body)
+    data["keys_url"] = str(request.base_url).rstrip("/") + receipts.WELL_KNOWN
+    return _page("receipt", "receipt.html")(request, data, who)
+
+
+@router.get(receipts.WELL_KNOWN)
+def receipt_keys(ledger: LedgerDep) -> Response:
+    """The service's receipt-signing public keys (a JSON Web Key Set), old ones included,
+    so that anyone can check a receipt without trusting the receipt's own word."""
+    return JSONResponse(receipts.jwks(ledger))
 
 
 # ---- public pages ----------------------------------------------------------------------
