@@ -143,6 +143,36 @@ def test_what_the_second_process_wrote_is_removed(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_the_reads_of_one_job_see_one_state_even_read_here(tmp_path: Path) -> None:
+    """A write that lands between two reads of one job is in neither: their tables are
+    one state of the database (in the second process by its one read transaction, and
+    here, where this test can make a write land in between, by one too)."""
+    path = tmp_path / "x.db"
+    engine = store.create(f"sqlite:///{path}")
+    writer = sqlite3.connect(path, isolation_level=None)
+
+    def land_a_write() -> int:
+        writer.execute("INSERT INTO t VALUES (2)")
+        return 1
+
+    @sa.event.listens_for(engine, "connect")
+    def _functions(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.create_function("land_a_write", 0, land_a_write)
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (k INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    count = ("SELECT count(*) AS n FROM t", pa.schema([("n", pa.int64())]))
+    queries = [("SELECT k FROM t WHERE land_a_write() = 1", pa.schema([("k", pa.int64())])), count]
+    with store.read_later(engine, queries, aside=False) as pending:
+        first, then = pending.result()
+    assert first.column("k").to_pylist() == [1]
+    assert then.column("n").to_pylist() == [1]  # the row written meanwhile is not there
+    assert store.read_arrow(engine, *count).column("n").to_pylist() == [2]
+    writer.close()
+    engine.dispose()
+
+
 def test_adbc_sqlite_never_runs_beside_pythons_sqlite(tmp_path: Path) -> None:
     """Two SQLite libraries in one process do not see each other's locks and can
     corrupt a WAL database: the reader of the second process refuses to run in a

@@ -235,38 +235,56 @@ def check_current(engine: Engine, url: str) -> None:
         raise StorageError(f"{url}: the schema is out of date; upgrade it with 'askfirst init'")
 
 
-def _read_sqlite(engine: Engine, sql: str, schema: pa.Schema | None) -> pa.Table:
-    # Through Python's own sqlite3: a second SQLite library in the process (as ADBC's
-    # SQLite driver brings) would not see this one's locks and can corrupt a WAL database.
+def _read_here(engine: Engine, queries: Sequence[tuple[str, pa.Schema | None]]) -> list[pa.Table]:
+    """The queries' tables, read in this process in one read transaction (one state).
+
+    SQLite is read through Python's own sqlite3: a second SQLite library in the process
+    (as ADBC's SQLite driver brings) would not see this one's locks and can corrupt a
+    WAL database. PostgreSQL answers through ADBC, which hands the rows over as Arrow
+    columns.
+    """
+    from askfirst.ledger import bulk
+
+    if engine.dialect.name != "sqlite":
+        import adbc_driver_postgresql.dbapi as adbc_pg
+
+        tables = []
+        with adbc_pg.connect(_libpq_uri(engine), autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            for sql, schema in queries:
+                cur.execute(sql)
+                tables.append(_shaped(cur.fetch_arrow_table(), schema))
+            cur.execute("COMMIT")
+        return tables
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
         try:
-            return bulk.read_here(cur, sql, schema)
+            cur.execute("BEGIN")
+            return [bulk.read_here(cur, sql, schema) for sql, schema in queries]
         except (ValueError, TypeError) as e:  # a value Arrow cannot take as the schema's type
             raise StorageError(f"reading the ledger: {first_line(e)}") from None
         finally:
             cur.close()
+            raw.rollback()
     finally:
         raw.close()
 
 
-def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.Table:
-    """Run one read-only query and return the rows as an Arrow table (cast to ``schema``).
-
-    PostgreSQL answers through ADBC, which hands the rows over as Arrow columns.
-    ``sql`` must hold no caller text: only names and numbers askfirst itself checked.
-    """
-    if engine.dialect.name == "sqlite":
-        return _read_sqlite(engine, sql, schema)
-    import adbc_driver_postgresql.dbapi as adbc_pg
-
-    with adbc_pg.connect(_libpq_uri(engine)) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        table: pa.Table = cur.fetch_arrow_table()
+def _shaped(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
     if schema is None:
         return table
     return table.select(schema.names).cast(schema) if table.num_rows else schema.empty_table()
+
+
+def read_arrow(engine: Engine, sql: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Run one read-only query here and return the rows as an Arrow table (cast to
+    ``schema``): see :func:`read_later` for reading many rows of a SQLite file faster.
+
+    ``sql`` must hold no caller text: only names and numbers askfirst itself checked.
+    """
+    (table,) = _read_here(engine, [(sql, schema)])
+    return table
 
 
 def _libpq_uri(engine: Engine) -> str:
@@ -309,7 +327,7 @@ class Pending:
         return self._read_here()
 
     def _read_here(self) -> list[pa.Table]:
-        return [read_arrow(self._engine, sql, schema) for sql, schema in self._queries]
+        return _read_here(self._engine, self._queries)
 
     def close(self) -> None:
         """Stop the second process if it still runs, and remove what it wrote."""
@@ -330,7 +348,8 @@ def read_later(
     another core, through ADBC's SQLite driver (a quarter of the CPU time of a read
     here on millions of rows, for about 0.2 s to start), all in one read transaction:
     their tables are one state of the database. Otherwise (or when that process cannot
-    start or fails) they run here, each on its own, when the result is asked for.
+    start or fails) they run here when the result is asked for, also in one read
+    transaction.
     Leaving the block stops the second process.
     """
     database = engine.url.database if engine.dialect.name == "sqlite" else None
