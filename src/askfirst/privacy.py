@@ -1,11 +1,13 @@
 """What a member sees and does on the Data privacy settings page, as plain data.
 
-The pages, their JSON twins and the API all call these functions: :func:`overview`
-says, for each purpose, what it uses, who gets it, the current notice and the member's
-state in words; :func:`choose` records one yes or no (withdrawing is exactly as easy as
-granting); :func:`turn_off_all` says no to every purpose in one transaction; and
-:func:`note_gpc` records a browser's Global Privacy Control signal the first time it is
-seen for a member.
+The pages, their JSON twins, the API and the CLI all call these functions:
+:func:`overview` says, for each purpose, what it uses, who gets it, the current notice
+and the member's state in words, and lists the member's receipts in words;
+:func:`receipt_in_words` is what a receipt's page says; :func:`choose` records one yes or
+no (withdrawing is exactly as easy as granting) and, when the answer is already that one,
+records nothing and says so; :func:`turn_off_all` says no to every purpose in one
+transaction; and :func:`note_gpc` records a browser's Global Privacy Control signal the
+first time it is seen for a member.
 """
 
 from __future__ import annotations

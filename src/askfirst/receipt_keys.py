@@ -137,10 +137,8 @@ class RecordedKey:
     recorded_at: int
 
     def jwk(self) -> dict[str, Any]:
-        return {**_jwk(self.kid, self.x), "askfirst:recorded": self._recorded()}
-
-    def _recorded(self) -> dict[str, Any]:
-        return {"ledgerSeq": self.seq, "at": times.iso(self.recorded_at)}
+        recorded = {"ledgerSeq": self.seq, "at": times.iso(self.recorded_at)}
+        return {**_jwk(self.kid, self.x), "askfirst:recorded": recorded}
 
 
 def recorded_keys(ledger: Ledger) -> list[RecordedKey]:
@@ -267,7 +265,7 @@ class KeySet:
             )
         try:
             r = httpx.get(url, timeout=timeout_s, headers={"Accept": "application/json"})
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise InputError(f"{url}: cannot fetch the receipt keys: {e}") from None
         if r.status_code != 200:
             raise InputError(f"{url}: cannot fetch the receipt keys: HTTP {r.status_code}")

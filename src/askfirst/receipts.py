@@ -234,7 +234,8 @@ def differences(receipt: dict[str, Any], event: Event) -> list[str]:
         if ours != theirs or type(ours) is not type(theirs):
             out.append(f"the ledger's event {n} {phrase} {ours}, the receipt says {_plain(theirs)}")
     notice_id = f"{event.purpose}@v{event.notice_version}"
-    if not out and said["notice_id"] != notice_id:
+    same_version = said["notice_version"] == event.notice_version  # else named above
+    if same_version and said["notice_id"] != notice_id:
         out.append(
             f"the ledger's event {n} is under notice {notice_id}, the receipt says "
             f"{_plain(said['notice_id'])}"
