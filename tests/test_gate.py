@@ -539,19 +539,20 @@ def test_a_big_ledger_reads_its_directory_and_choices_in_other_processes_to_the_
 
     monkeypatch.setattr(store.subprocess, "Popen", Spy)
     aside, out_aside = build(led, corpus, snaps / "two")
-    # On SQLite the directory, the protected names and the subjects' current state really
-    # were read by three other processes.
-    assert len(started) == (3 if led.engine.dialect.name == "sqlite" else 0)
+    # On SQLite the state at the as-of time (from the events) and at the head (the
+    # current-state tables), the protected names and the directory really were read by
+    # four other processes.
+    assert len(started) == (4 if led.engine.dialect.name == "sqlite" else 0)
     assert out_aside == out == CORPUS_OUT
     assert aside.snapshot_id == plain.snapshot_id
     assert aside.redacted_mentions == plain.redacted_mentions == 3
 
     # A corpus where no record may mention anyone (no list, no '@', no protected name)
-    # never reads the directory: only the names and the current state were read aside.
+    # never reads the directory: only the two states and the names were read aside.
     quiet = write_jsonl(tmp_path / "q.jsonl", [r for r in CORPUS if r["record_id"] in QUIET])
     started.clear()
     _, out_alone = build(led, quiet, snaps / "three")
-    assert len(started) == (2 if led.engine.dialect.name == "sqlite" else 0)
+    assert len(started) == (3 if led.engine.dialect.name == "sqlite" else 0)
     assert out_alone == {k: v for k, v in CORPUS_OUT.items() if k in QUIET}
 
 
@@ -583,7 +584,7 @@ def test_mentions_that_come_only_after_many_plain_batches_are_still_redacted(
 
 @pytest.mark.parametrize("aside", [False, True], ids=["here", "aside"])
 @pytest.mark.parametrize("when", ["as-of-before-head", "as-of-now"])
-def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_build(
+def test_a_withdrawal_landing_after_the_head_is_pinned_waits_for_the_next_build(
     led: Ledger,
     tmp_path: Path,
     snaps: Path,
@@ -591,8 +592,10 @@ def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_bu
     when: str,
     aside: bool,
 ) -> None:
-    """The build's current-state tables are read one by one (on a big SQLite ledger, in
-    another process): an append between the reads must not make a mix of two heads."""
+    """The build pins the ledger head, then reads the current-state tables (on a big
+    SQLite ledger, in another process): a withdrawal landing in between must not reach
+    this build (it is past the pinned head) — the tables, being past it too, give way
+    to the events up to the head."""
     from askfirst import decisions as decisions_mod
 
     if aside:
@@ -604,13 +607,12 @@ def test_a_withdrawal_landing_while_the_decisions_are_read_waits_for_the_next_bu
     before, out_before = build(led, corpus, snaps / "before", as_of=as_of)
     read = decisions_mod._read_current
 
-    def read_then_append(ledger: Ledger, *args: Any) -> pa.Table:
-        table = read(ledger, *args)
+    def append_then_read(ledger: Ledger, *args: Any) -> Any:
         monkeypatch.setattr(decisions_mod, "_read_current", read)  # once
         led.append(choice("bob", "withdraw", datetime.now(UTC)))
-        return table
+        return read(ledger, *args)
 
-    monkeypatch.setattr(decisions_mod, "_read_current", read_then_append)
+    monkeypatch.setattr(decisions_mod, "_read_current", append_then_read)
     during, out = build(led, corpus, snaps / "during", as_of=as_of)
     # Built against the head it pinned, without the withdrawal: the same snapshot ...
     assert during.ledger_head == before.ledger_head
@@ -883,6 +885,49 @@ def test_a_csv_corpus_missing_a_required_column_fails_closed(
     res = cli_build(led.url, corpus, snaps / "s")
     one_line_error(res, "missing required column", "'author_id'")
     nothing_built(snaps, led)
+
+
+def test_a_jsonl_corpus_missing_a_required_column_fails_closed(
+    led: Ledger, tmp_path: Path, snaps: Path
+) -> None:
+    """No record has the key: the column is missing, not every record malformed."""
+    corpus = write_jsonl(
+        tmp_path / "c.jsonl", [{k: v for k, v in r.items() if k != "author_id"} for r in CORPUS]
+    )
+    res = cli_build(led.url, corpus, snaps / "s")
+    one_line_error(res, "missing required column 'author_id'", str(corpus))
+    nothing_built(snaps, led)
+    with pytest.raises(InputError, match="missing required column 'author_id'"):
+        build_snapshot(led, GENAI, corpus, snaps / "lib", as_of=AS_OF)
+    nothing_built(snaps, led)
+    # every missing column is named at once; one such file in a folder is enough
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", CORPUS)
+    write_jsonl(folder / "b.jsonl", [{"text": "hi", "mentions": []}, "not json", "[1, 2]"])
+    res = cli_build(led.url, folder, snaps / "s")
+    one_line_error(res, "missing required column", "'record_id'", "'created_at'", "b.jsonl")
+    nothing_built(snaps, led)
+
+
+def test_a_jsonl_record_without_a_value_is_malformed_when_others_have_it(
+    led: Ledger, tmp_path: Path, snaps: Path
+) -> None:
+    """The column is there (some record has the key): a record with null, or without the
+    key, is excluded as malformed, wherever it is in the file."""
+    rows: list[Mapping[str, Any] | str] = [
+        {**CORPUS[0], "author_id": None},
+        {k: v for k, v in CORPUS[1].items() if k != "author_id"},
+        "not json",
+        *CORPUS[2:],
+    ]
+    manifest, _ = build(led, write_jsonl(tmp_path / "c.jsonl", rows), snaps / "s")
+    assert manifest.excluded["malformed"] == 3
+    assert manifest.input_records == len(CORPUS) + 1
+    # a file of nothing but malformed lines has no columns to miss: counted, not refused
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["not json", "[1]", "{"])
+    manifest, _ = build(led, bad, snaps / "bad")
+    assert (manifest.input_records, manifest.excluded["malformed"]) == (3, 3)
 
 
 def test_a_parquet_column_of_the_wrong_type_fails_closed(
