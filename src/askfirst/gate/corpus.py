@@ -11,7 +11,9 @@ columns, one row per input record::
 
 A record with a missing or malformed field is kept as a row with ``malformed`` set, so
 that it is counted and never used. A corpus that lacks a required column altogether, or
-holds one of the wrong type, is refused before anything is read (fail closed).
+holds one of the wrong type, is refused before anything is read (fail closed). A JSONL
+file has no schema: its columns are its records' keys, so it lacks a column when no
+record in it has that key.
 
 Times given as text must be ISO 8601 with a zone (``2026-03-01T12:00:00Z``); a time
 without a zone would be a guess, so such a record is malformed. Parquet timestamps
@@ -21,6 +23,8 @@ without a zone are taken as UTC, as Parquet writers mean them.
 from __future__ import annotations
 
 import csv
+import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +117,7 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _missing(columns: dict[str, str], what: str) -> None:
+def _missing(columns: Collection[str], what: str) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise InputError(
@@ -187,7 +191,42 @@ def _parquet_group(columns: dict[str, str], files: tuple[str, ...]) -> str:
     )
 
 
+def jsonl_columns(file: str) -> set[str] | None:
+    """The required columns that some record of a JSONL file has (its records' keys), or
+    None when no line of it holds a JSON object (every record is malformed, if any).
+
+    Reads only until each required column has been seen: for a corpus whose records
+    are whole, the first line."""
+    found: set[str] = set()
+    objects = False
+    keys = {c: f'"{c}"'.encode() for c in REQUIRED}
+    try:
+        with open(file, "rb") as fh:
+            for line in fh:
+                missing = [c for c in REQUIRED if c not in found]
+                if objects and not missing:
+                    break
+                # A line that names none of the missing keys cannot add one (unless a key
+                # is written with \u escapes): skip parsing it.
+                if objects and b"\\u" not in line and not any(keys[c] in line for c in missing):
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # not JSON: the reader counts it
+                    continue
+                if isinstance(record, dict):
+                    objects = True
+                    found.update(c for c in missing if c in record)
+    except OSError as e:
+        raise InputError(f"corpus {file}: cannot read it: {e.strerror or e}") from None
+    return found if objects else None
+
+
 def _jsonl(files: tuple[str, ...]) -> str:
+    for f in files:
+        columns = jsonl_columns(f)
+        if columns is not None:
+            _missing(columns, f)
     src = f"read_ndjson_objects({_quote_list(files)}, ignore_errors = true)"
 
     def text(field: str) -> str:

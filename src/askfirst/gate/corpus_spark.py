@@ -17,6 +17,7 @@ table (a folder with ``_delta_log``) is read through delta-spark when it is inst
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
-from askfirst.gate.corpus import ISO_WITH_ZONE, REQUIRED, Corpus, csv_header
+from askfirst.gate.corpus import ISO_WITH_ZONE, REQUIRED, Corpus, csv_header, jsonl_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -68,7 +69,7 @@ def _checked(df: DataFrame, mentions_bad: Column) -> DataFrame:
     )
 
 
-def _missing(columns: list[str], what: str) -> None:
+def _missing(columns: Collection[str], what: str) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise InputError(
@@ -162,6 +163,10 @@ def _parquet(spark: SparkSession, files: tuple[str, ...]) -> list[DataFrame]:
 def _jsonl(spark: SparkSession, files: tuple[str, ...]) -> DataFrame:
     from pyspark.sql import functions as F
 
+    for f in files:  # a file no record of which has a required key lacks that column
+        columns = jsonl_columns(f)
+        if columns is not None:
+            _missing(columns, f)
     lines = spark.read.text(list(files)).filter(F.trim("value") != "")
     # One JSON value per line: wrapped in [ ], a line with anything after its object
     # is not JSON at all. Bytes that are not UTF-8 come back as U+FFFD: malformed.
