@@ -19,6 +19,7 @@ module's session is active, such a build reuses it and leaves it running.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -925,6 +926,51 @@ def test_without_pyspark_the_spark_engine_fails_at_once_with_the_install_hint(
     assert (snaps / "s" / "manifest.json").is_file()
 
 
+_WORKER_PYTHON = """
+import json, os, sys
+from askfirst.gate import engine_spark
+
+def worker_python(spark):
+    return spark.sparkContext.parallelize([0], 1).map(lambda _: sys.prefix).collect()[0]
+
+spark = engine_spark.session("local[1]")
+seen = {"driver": sys.prefix, "ours": worker_python(spark)}
+spark.stop()
+os.environ["PYSPARK_PYTHON"] = sys.argv[1]  # the user's choice stands
+spark = engine_spark.session("local[1]")
+seen["theirs"] = worker_python(spark)
+spark.stop()
+print(json.dumps(seen))
+"""
+
+
+def test_the_session_askfirst_starts_runs_its_workers_on_the_drivers_python(
+    tmp_path: Path, spark: SparkSession
+) -> None:
+    """askfirst in a virtualenv, PYSPARK_PYTHON unset: the workers run the virtualenv's
+    Python (where askfirst is), not whatever python3 the PATH finds first."""
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYTHONHOME")}
+    res = subprocess.run(
+        [str(python), "-c", _WORKER_PYTHON, sys.executable],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen["driver"] == str(venv)
+    assert seen["ours"] == str(venv)
+    assert seen["theirs"] == sys.prefix != str(venv)
+
+
 def test_spark_master_without_the_spark_engine_is_refused(
     led: Ledger, tmp_path: Path, snaps: Path
 ) -> None:
@@ -965,6 +1011,22 @@ def test_a_corpus_missing_a_column_fails_closed_on_spark_from_the_cli(
     res = cli_build(led.url, csv_corpus, snaps / "s", "--engine", "spark")
     one_line_error(res, "missing required column 'author_id'")
     nothing_built(snaps, led)
+
+
+def test_a_jsonl_corpus_missing_a_column_fails_closed_on_spark(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
+) -> None:
+    """As on DuckDB: no record with the key is a missing column, not malformed records."""
+    rows = [{k: v for k, v in r.items() if k != "author_id"} for r in CORPUS]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    res = cli_build(led.url, corpus, snaps / "s", "--engine", "spark")
+    one_line_error(res, "missing required column 'author_id'")
+    nothing_built(snaps, led)
+    # a record without the key, beside records with it, is still one malformed record
+    manifest, _ = parity(
+        led, write_jsonl(tmp_path / "some.jsonl", [rows[0], *CORPUS[1:]]), snaps, spark
+    )
+    assert manifest.excluded["malformed"] == 1
 
 
 def test_a_build_without_a_session_leaves_the_callers_session_running(

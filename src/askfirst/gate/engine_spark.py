@@ -15,7 +15,9 @@ folder must be on storage every node sees (a shared file system).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -82,17 +84,27 @@ def require_pyspark() -> None:
 
 
 def session(master: str | None = None) -> SparkSession:
-    """A Spark session for the gate (local[2] unless ``master`` names a cluster)."""
+    """A Spark session for the gate (local[2] unless ``master`` names a cluster).
+
+    Its Python workers run this Python (``sys.executable``, where askfirst is installed,
+    say a virtualenv) unless ``PYSPARK_PYTHON`` names another; PySpark's own default is
+    whatever ``python3`` is on the PATH, which may not have askfirst."""
     require_pyspark()
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("askfirst-gate").master(master or "local[2]")
     for key, value in _CONF.items():
         builder = builder.config(key, value)
+    own_python = "PYSPARK_PYTHON" not in os.environ
+    if own_python:  # read once, when the SparkContext starts
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     try:
         spark = builder.getOrCreate()
     except Exception as e:
         raise InputError(f"cannot start Spark: {str(e).strip().splitlines()[0]}") from None
+    finally:
+        if own_python:
+            os.environ.pop("PYSPARK_PYTHON", None)
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
