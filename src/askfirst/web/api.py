@@ -239,7 +239,7 @@ def make_choice(
     ):
         raise forbidden("this token lacks the choices:write scope")
     if not (principal.may_act_for(subject_id) or principal.is_staff):
-        raise forbidden(f"you may not change subject {subject_id!r}'s choices")
+        raise forbidden(f"you may not change the choices of subject {subject_id!r}")
     check_session_write(request, principal)
     made = privacy.choose(
         ledger, subject_id, body.purpose, body.action, actor=principal.actor, source="api"

@@ -124,7 +124,7 @@ def forbidden(why: str) -> HTTPException:
 def require_readable(principal: Principal, subject: str) -> None:
     """403 unless ``principal`` may read ``subject``'s data (its own, a page it runs, staff)."""
     if not principal.may_read(subject):
-        raise forbidden(f"you may not read subject {subject!r}'s data")
+        raise forbidden(f"you may not read the data of subject {subject!r}")
 
 
 def require_staff(principal: Principal) -> None:

@@ -220,7 +220,7 @@ def _subject(principal: Principal, subject: str | None) -> str:
     if target is None:
         raise HTTPException(400, "staff accounts have no data privacy settings of their own")
     if not principal.may_act_for(target):
-        raise HTTPException(403, f"you may not see or change {target!r}'s settings")
+        raise HTTPException(403, f"you may not see or change the settings of {target!r}")
     return target
 
 
