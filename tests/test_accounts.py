@@ -73,6 +73,15 @@ def test_authenticate_accepts_the_password_and_nothing_else(members: Ledger) -> 
     assert authenticate(members, "nobody", PASSWORD) is None
 
 
+def test_an_unknown_username_costs_a_hash_with_the_same_settings() -> None:
+    """The hash an unknown username is checked against (so timing does not tell which
+    names exist) is made with the settings real passwords get: the same work."""
+    from askfirst.accounts import _DUMMY, _hasher
+
+    assert not _hasher.check_needs_rehash(_DUMMY)
+    assert _hasher.verify(_DUMMY, "askfirst-no-such-user")
+
+
 def test_a_short_password_is_refused_and_nothing_is_written(members: Ledger) -> None:
     with pytest.raises(InputError, match="at least 8 characters"):
         create_account(members, "anna", "seven77", kind="member", subject="m1")

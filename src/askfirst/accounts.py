@@ -27,7 +27,12 @@ TOKEN_PREFIX = "afk_"
 # enough that sign-in stays responsive on a small server.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Checked against when a username is unknown, so that timing does not tell which exist.
-_DUMMY = _hasher.hash("askfirst-no-such-user")
+# Made once with _hasher's settings (a hash at import would cost every command 0.1 s);
+# tests/test_accounts.py checks that they still agree.
+_DUMMY = (
+    "$argon2id$v=19$m=19456,t=2,p=1$Al+yruaSrrPs4ndM1HQ26Q$"
+    "hFKJl7F1w460i2FiJ1KO5EgPtyZf6Q/oE9bvwjpGPAg"
+)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import pycountry
-
 EU = frozenset(
     [
         "AT",
@@ -68,6 +66,8 @@ def is_valid(code: str) -> bool:
     """True for a known country, subdivision or group code (upper case)."""
     if code in GROUPS:
         return True
+    import pycountry  # here, not at import: reading its tables costs every command ~20 ms
+
     if "-" in code:
         return pycountry.subdivisions.get(code=code) is not None  # type: ignore[no-untyped-call]
     return len(code) == 2 and pycountry.countries.get(alpha_2=code) is not None

@@ -13,6 +13,7 @@ through ADBC; from SQLite through the sqlite3 module in this process, or with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,21 +21,19 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import pyarrow as pa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from askfirst import config
 from askfirst.errors import StorageError
-from askfirst.ledger import bulk
+
+if TYPE_CHECKING:  # pyarrow and Alembic load where they are used: not on every command
+    import pyarrow as pa
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -197,28 +196,51 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def _alembic_config(conn: Connection) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = conn
     return cfg
 
 
+_REVISION = re.compile(
+    r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:"([^"]*)"|'([^']*)'|None)""", re.M
+)
+
+
 def head_revision() -> str | None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    """The newest migration's revision id.
+
+    Read from the migrations' ``revision = "..."`` and ``down_revision = "..."`` lines
+    rather than through Alembic, whose import would cost every command a tenth of a
+    second (tests/test_startup.py checks that Alembic names the same head)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for file in (MIGRATIONS / "versions").glob("*.py"):
+        for key, double, single in _REVISION.findall(file.read_text("utf-8")):
+            if double or single:
+                (revisions if key == "revision" else parents).add(double or single)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database's schema is at (Alembic's version table), or None."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return None if value is None else str(value)
     except OperationalError as e:
         raise StorageError(f"cannot open the database: {first_line(e.orig)}") from None
 
 
 def upgrade(engine: Engine) -> None:
     """Create the schema, or bring it up to date (Alembic ``upgrade head``)."""
+    from alembic import command
+
     try:
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
@@ -315,6 +337,8 @@ class Pending:
         """The tables, in the order of the queries."""
         if self._child is None:
             return self._read_here()
+        from askfirst.ledger import bulk
+
         assert self._folder is not None
         _, err = self._child.communicate()
         if self._child.returncode == 0:
@@ -352,6 +376,8 @@ def read_later(
     transaction.
     Leaving the block stops the second process.
     """
+    from askfirst.ledger import bulk
+
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not aside or not database or database == ":memory:" or not Path(database).is_file():
         pending = Pending(engine, queries)
