@@ -1,30 +1,28 @@
 """Commands for what happens after a snapshot is built: the model registry, retraining
 tasks, rebuilds, research partners and their notices, and the reports."""
 
-from __future__ import annotations
-
 import contextlib
 import functools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from askfirst import config
-from askfirst.cli import (
+from askfirst.cli.common import (
+    DB_DEFAULT,
     Db,
     Json,
     PolicyFile,
-    _open,
-    _print_json,
-    _progress,
-    app,
+    Quiet,
     err,
     handles_errors,
+    ledger_from,
     out,
-    snapshot_app,
+    print_json,
+    print_rows,
+    progress,
 )
+from askfirst.cli.gate import snapshot_app
 from askfirst.errors import InputError
 
 model_app = typer.Typer(help="Model versions and the snapshots they were trained on.")
@@ -32,15 +30,8 @@ task_app = typer.Typer(help="Retraining / unlearning tasks opened by withdrawals
 recipient_app = typer.Typer(help="Research partners who receive snapshots.")
 outbox_app = typer.Typer(help="Notices owed to research partners (signed webhooks).")
 report_app = typer.Typer(help="Training-content summaries and subject access reports.")
-for sub, name in (
-    (model_app, "model"),
-    (task_app, "task"),
-    (recipient_app, "recipient"),
-    (outbox_app, "outbox"),
-    (report_app, "report"),
-):
+for sub in (model_app, task_app, recipient_app, outbox_app, report_app):
     sub.info.no_args_is_help = True
-    app.add_typer(sub, name=name)
 
 Actor = Annotated[str, typer.Option(help="Who is doing this, as the records will name them.")]
 
@@ -65,17 +56,17 @@ def model_register(
         typer.Option(help="Trained in N shards by shard_key % N (SISA), so tasks name shards."),
     ] = None,
     actor: Actor = "system",
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
     """Record which snapshots a model version was trained on."""
     from askfirst.models import register_model
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         m = register_model(ledger, name, version, snapshot, owner=owner, shards=shards, actor=actor)
     if as_json:
-        _print_json(m)
+        print_json(m)
         return
     out.print(
         f"model {m['name']} {m['version']}: trained on {len(m['snapshots'])} snapshot(s)",
@@ -93,32 +84,36 @@ def model_register(
 @model_app.command("list")
 @handles_errors
 def model_list(
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
     """The registered model versions, newest first."""
     from askfirst.models import list_models
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         rows = list_models(ledger)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         out.print("no models yet; register one with 'askfirst model register'")
         return
-    table = Table("model", "version", "owner", "shards", "snapshots", "open tasks")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["version"],
-            r["owner"] or "",
-            str(r["shards"] or ""),
-            ", ".join(s["snapshot_id"][:12] for s in r["snapshots"]),
-            str(r["open_tasks"]),
-        )
-    out.print(table)
+    print_rows(
+        ("model", "version", "owner", "shards", "snapshots", "open tasks"),
+        (
+            (
+                r["name"],
+                r["version"],
+                r["owner"] or "",
+                str(r["shards"] or ""),
+                ", ".join(s["snapshot_id"] for s in r["snapshots"]),
+                str(r["open_tasks"]),
+            )
+            for r in rows
+        ),
+        abbreviate={"snapshots": 12},
+    )
 
 
 # ---- tasks --------------------------------------------------------------------------------
@@ -130,7 +125,7 @@ def task_list(
     status: Annotated[str, typer.Option(help="open, closed or all.")] = "open",
     subject: Annotated[str | None, typer.Option(help="Only this subject's.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model's (by name).")] = None,
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
@@ -139,26 +134,29 @@ def task_list(
 
     if status not in ("open", "closed", "all"):
         raise InputError(f"--status {status!r}: use open, closed or all")
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         rows = list_tasks(
             ledger, status=None if status == "all" else status, subject=subject, model=model
         )
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         out.print(f"no {'' if status == 'all' else status + ' '}tasks")
         return
-    table = Table("task", "status", "age (days)", "model", "what")
-    for r in rows:
-        table.add_row(
-            str(r["id"]),
-            r["status"],
-            f"{r['age_days']:.1f}",
-            f"{r['model']['name']} {r['model']['version']}",
-            r["what"],
-        )
-    out.print(table)
+    print_rows(
+        ("task", "status", "age (days)", "model", "what"),
+        (
+            (
+                str(r["id"]),
+                r["status"],
+                f"{r['age_days']:.1f}",
+                f"{r['model']['name']} {r['model']['version']}",
+                r["what"],
+            )
+            for r in rows
+        ),
+    )
 
 
 @task_app.command("close")
@@ -167,13 +165,13 @@ def task_close(
     task_id: Annotated[int, typer.Argument(help="The task's number.")],
     note: Annotated[str, typer.Option(help="What was done (or why nothing is needed).")],
     actor: Actor = "system",
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
 ) -> None:
     """Close a task by hand, with a note."""
     from askfirst.models import close_task
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         t = close_task(ledger, task_id, note, actor=actor)
     out.print(f"task {t['id']} closed: {t['note']}", markup=False)
 
@@ -191,8 +189,8 @@ def snapshot_rebuild(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where to build (default: NAME.r2 beside it).")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    db: Db = config.DATABASE_URL.default or "",
+    quiet: Quiet = False,
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
@@ -203,20 +201,20 @@ def snapshot_rebuild(
         raise InputError("name one snapshot to rebuild, or give --stale")
     if stale and out_dir is not None:
         raise InputError("--out goes with one snapshot, not with --stale")
-    bar = _progress(quiet)
-    with _open(db, policy) as ledger, bar or contextlib.nullcontext():
-        progress = None
+    bar = progress(quiet)
+    with ledger_from(db, policy) as ledger, bar or contextlib.nullcontext():
+        counted = None
         if bar is not None:
             task = bar.add_task("gate", total=None)
             update = functools.partial(bar.update, task)
-            progress = lambda n: update(completed=n)  # noqa: E731
+            counted = lambda n: update(completed=n)  # noqa: E731
         if stale:
-            done = rebuild_stale(ledger, progress=progress)
+            done = rebuild_stale(ledger, progress=counted)
         else:
             assert snapshot_id is not None
-            done = rebuild_snapshot(ledger, snapshot_id, out=out_dir, progress=progress)
+            done = rebuild_snapshot(ledger, snapshot_id, out=out_dir, progress=counted)
     if as_json:
-        _print_json([d.to_json() for d in done])
+        print_json([d.to_json() for d in done])
         return
     if not done:
         out.print("no stale snapshots")
@@ -235,13 +233,13 @@ def snapshot_deliver(
     snapshot_id: Annotated[str, typer.Argument(help="The snapshot given to the partner.")],
     to: Annotated[str, typer.Option("--to", help="The partner's name.")],
     actor: Actor = "system",
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
 ) -> None:
     """Record that a research partner received a snapshot (so withdrawals reach them)."""
     from askfirst.recipients import record_delivery
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         d = record_delivery(ledger, snapshot_id, to, actor=actor)
     out.print(f"recorded: {d['recipient']} received snapshot {d['snapshot_id'][:16]}", markup=False)
 
@@ -254,13 +252,13 @@ def snapshot_deliver(
 def recipient_add(
     name: Annotated[str, typer.Argument(help="The partner's name.")],
     url: Annotated[str, typer.Option(help="The partner's webhook URL for notices.")],
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
 ) -> None:
     """Register a research partner; prints its signing secret once."""
     from askfirst.recipients import add_recipient
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         r, secret = add_recipient(ledger, name, url)
     out.print(
         f"partner {r['name']} added; notices go to {r['url']}\n"
@@ -272,22 +270,25 @@ def recipient_add(
 @recipient_app.command("list")
 @handles_errors
 def recipient_list(
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
     """The research partners, with what they received and the notices still owed."""
     from askfirst.recipients import list_recipients
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         rows = list_recipients(ledger)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    table = Table("partner", "webhook", "snapshots received", "notices pending")
-    for r in rows:
-        table.add_row(r["name"], r["url"], str(r["snapshots_received"]), str(r["notices_pending"]))
-    out.print(table)
+    print_rows(
+        ("partner", "webhook", "snapshots received", "notices pending"),
+        (
+            (r["name"], r["url"], str(r["snapshots_received"]), str(r["notices_pending"]))
+            for r in rows
+        ),
+    )
 
 
 @outbox_app.command("run")
@@ -302,7 +303,7 @@ def outbox_run(
     base_delay: Annotated[
         float, typer.Option("--base-delay", help="First retry after this many seconds.")
     ] = 1.0,
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
     as_json: Json = False,
 ) -> None:
@@ -313,12 +314,12 @@ def outbox_run(
 
     if base_delay <= 0:
         raise InputError("--base-delay must be more than 0 seconds")
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         sent = run_outbox(
             ledger, until_empty=until_empty, max_seconds=max_seconds, base_delay_s=base_delay
         )
     if as_json:
-        _print_json(sent.to_json())
+        print_json(sent.to_json())
     else:
         out.print(
             f"delivered {sent.delivered}, failed tries {sent.failed}, still owed {sent.pending}",
@@ -333,14 +334,17 @@ def outbox_run(
 @handles_errors
 def outbox_list(
     pending: Annotated[bool, typer.Option("--pending", help="Only those still owed.")] = False,
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (as this command always does).")
+    ] = False,
 ) -> None:
     """The notices, newest first (JSON)."""
     from askfirst.recipients import list_outbox
 
-    with _open(db, policy) as ledger:
-        _print_json(list_outbox(ledger, pending_only=pending))
+    with ledger_from(db, policy) as ledger:
+        print_json(list_outbox(ledger, pending_only=pending))
 
 
 # ---- reports ------------------------------------------------------------------------------
@@ -361,7 +365,7 @@ def report_training_content(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for the .md and .json files.")
     ] = Path("."),
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
 ) -> None:
     """The public summary of a model's training content (EU AI Act Art. 53(1)(d))."""
@@ -371,7 +375,7 @@ def report_training_content(
 
     if not out_dir.is_dir():
         raise InputError(f"{out_dir} is not a folder; create it first")
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         report = training_content(ledger, name, version)
     stem = "training-content-" + "".join(
         c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{version}"
@@ -389,7 +393,7 @@ def report_subject(
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the JSON here (default: print it).")
     ] = None,
-    db: Db = config.DATABASE_URL.default or "",
+    db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
 ) -> None:
     """Everything askfirst holds about a subject (GDPR access request), as JSON."""
@@ -397,10 +401,10 @@ def report_subject(
 
     from askfirst.reports import subject_report
 
-    with _open(db, policy) as ledger:
+    with ledger_from(db, policy) as ledger:
         report: dict[str, Any] = subject_report(ledger, subject)
     if out_file is None:
-        _print_json(report)
+        print_json(report)
         return
     _write(out_file, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     out.print(f"wrote {out_file}", markup=False)
