@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
-from askfirst import Ledger, NewEvent, SubjectIn, load_policy, receipts
+from askfirst import Ledger, NewEvent, SubjectIn, load_policy, open_ledger, receipts
 from askfirst.accounts import authenticate, token_for
 from askfirst.cli import app
 from askfirst.decisions import decide_many
@@ -75,7 +75,7 @@ def db(tmp_path: Path) -> str:
     """A SQLite ledger made by ``askfirst init``, with two members."""
     url = f"sqlite:///{tmp_path / 'askfirst.db'}"
     ok(run("init", "--db", url))
-    with Ledger.open(url, load_policy()) as ledger:
+    with open_ledger(url, load_policy()) as ledger:
         ledger.register(
             [
                 SubjectIn(id="m1", jurisdiction="DE", handle="anna"),
@@ -98,7 +98,7 @@ def test_staff_create_reads_the_password_from_stdin(db: str) -> None:
     out = ok(run("staff", "create", "Alex", "--password-stdin", "--db", db, input="s3cret-pass\n"))
     assert "'alex'" in out and "created" in out
     assert "s3cret-pass" not in out
-    with Ledger.open(db) as ledger:
+    with open_ledger(db) as ledger:
         account = authenticate(ledger, "alex", "s3cret-pass")
         assert account is not None
         assert (account.kind, account.subject_id) == ("staff", None)
@@ -113,7 +113,7 @@ def test_accounts_create_makes_a_member_account(db: str) -> None:
         )
     )  # fmt: skip
     assert "'anna'" in out and "m1" in out
-    with Ledger.open(db) as ledger:
+    with open_ledger(db) as ledger:
         account = authenticate(ledger, "anna", "anna-pass-1")
     assert account is not None
     assert (account.kind, account.subject_id) == ("member", "m1")
@@ -142,7 +142,7 @@ def test_tokens_create_prints_the_secret_once_and_stores_only_its_hash(db: str) 
 
     assert secret.encode() not in database_bytes(db)
     assert secret.removeprefix("afk_").encode() not in database_bytes(db)
-    with Ledger.open(db) as ledger:
+    with open_ledger(db) as ledger:
         with ledger.engine.connect() as conn:
             [row] = conn.execute(sa.select(api_tokens)).all()
         assert row.token_hash == hashlib.sha256(secret.encode()).hexdigest()
@@ -155,7 +155,7 @@ def test_tokens_create_prints_the_secret_once_and_stores_only_its_hash(db: str) 
     )
 
     ok(run("tokens", "revoke", "search-indexer", "--db", db))
-    with Ledger.open(db) as ledger:
+    with open_ledger(db) as ledger:
         assert token_for(ledger, secret) is None
     one_line_error(run("tokens", "revoke", "search-indexer", "--db", db), "search-indexer")
 
@@ -166,7 +166,7 @@ def test_tokens_create_with_several_scopes_and_a_subject(db: str) -> None:
         "--subject", "m1", "--db", db,
     )  # fmt: skip
     secret = ok(res).strip()
-    with Ledger.open(db) as ledger:
+    with open_ledger(db) as ledger:
         token = token_for(ledger, secret)
     assert token is not None
     assert token.scopes == frozenset({"choices:write", "decisions:read"})
@@ -189,7 +189,7 @@ def test_tokens_create_with_several_scopes_and_a_subject(db: str) -> None:
 )
 def test_bad_inputs_are_one_error_line(db: str, args: tuple[str, ...], needle: str) -> None:
     one_line_error(run(*args, "--db", db, input="ghost-password\n"), needle)
-    with Ledger.open(db) as ledger, ledger.engine.connect() as conn:
+    with open_ledger(db) as ledger, ledger.engine.connect() as conn:
         assert conn.execute(sa.select(api_tokens)).all() == []
         assert conn.execute(sa.select(accounts)).all() == []
 
@@ -207,7 +207,7 @@ def test_commands_on_a_missing_database_fail_cleanly(tmp_path: Path) -> None:
 def receipt_file(db: str, tmp_path: Path) -> tuple[Path, Path]:
     """m1's grant, its receipt as a downloaded file, and the service's key folder."""
     key_dir = tmp_path / "keys"
-    with Ledger.open(db) as ledger:
+    with open_ledger(db) as ledger:
         key = receipts.signing_key(ledger, key_dir)  # made, and recorded in the ledger
         ev = ledger.append(
             NewEvent(
@@ -268,7 +268,7 @@ def test_receipt_verify_refuses_another_key_and_a_rewritten_ledger(
     )
 
     data = json.loads(path.read_text("utf-8"))
-    with Ledger.open(db) as ledger, ledger.engine.begin() as conn:
+    with open_ledger(db) as ledger, ledger.engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE events SET hash = :h WHERE seq = :s"),
             {"h": "0" * 64, "s": data["ledger"]["eventSeq"]},
@@ -380,7 +380,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, s
 
 
 def demo_ledger(folder: Path) -> Ledger:
-    return Ledger.open(f"sqlite:///{folder / 'askfirst.db'}", load_policy())
+    return open_ledger(f"sqlite:///{folder / 'askfirst.db'}", load_policy())
 
 
 def test_demo_prints_how_to_sign_in(demo_dir: tuple[Path, str]) -> None:

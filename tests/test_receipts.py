@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from askfirst import Ledger, NewEvent, SubjectIn, load_policy, times
+from askfirst import Ledger, NewEvent, SubjectIn, load_policy, open_ledger, times
 from askfirst.decisions import decide, decide_many
 from askfirst.errors import InputError
 from askfirst.ledger import Event, EventType
@@ -208,7 +208,7 @@ def held(
     else:
         admin = request.getfixturevalue("pg_admin")
         url, drop = fresh_pg_url(admin)
-    with Ledger.open(url, load_policy(), create=True) as ledger:
+    with open_ledger(url, load_policy(), create=True) as ledger:
         _, receipt = issue(ledger, key)
     yield key, receipt
     if drop is not None:

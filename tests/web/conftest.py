@@ -30,7 +30,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
-from askfirst import demo, load_policy
+from askfirst import demo, load_policy, open_ledger
 from askfirst.accounts import create_token
 from askfirst.ledger import Ledger
 from askfirst.ledger.tables import accounts
@@ -80,13 +80,13 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> demo.Demo:
     built = demo.build(tmp_path_factory.mktemp("demo-template") / "askfirst-demo")
     # Make the keys now (the receipt key recorded in the ledger, as a start does), so that
     # each copy does not generate and record its own.
-    with Ledger.open(built.url, load_policy()) as ledger:
+    with open_ledger(built.url, load_policy()) as ledger:
         signing_key(ledger, built.key_dir)
     session_secret(built.key_dir)
     # The same passwords, hashed with cheap Argon2id parameters: sign-in still runs the
     # real verification, but in milliseconds rather than a second on a busy machine.
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    with Ledger.open(built.url, load_policy()) as ledger, ledger.engine.begin() as conn:
+    with open_ledger(built.url, load_policy()) as ledger, ledger.engine.begin() as conn:
         for kind, password in (("member", MEMBER_PASSWORD), ("staff", built.staff_password)):
             conn.execute(
                 update(accounts)

@@ -34,7 +34,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
 from typer.testing import CliRunner
 
-from askfirst import demo, privacy, times
+from askfirst import demo, open_ledger, privacy, times
 from askfirst.cli import app as cli_app
 from askfirst.decisions import decide, decide_many
 from askfirst.ledger import EventType, Ledger
@@ -87,7 +87,7 @@ class LiveServer:
 
     def ledger(self) -> Ledger:
         """A second connection to the served ledger, to check what the pages recorded."""
-        return Ledger.open(self.demo.url, POLICY)
+        return open_ledger(self.demo.url, POLICY)
 
 
 @pytest.fixture

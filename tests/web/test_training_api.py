@@ -19,11 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from askfirst import demo, privacy, times
-from askfirst.gate.plan import shard_key
 from askfirst.gate.rebuild import rebuild_snapshot
 from askfirst.ledger import Ledger
 from askfirst.ledger.tables import snapshots, tasks
-from askfirst.lineage import list_snapshots, snapshots_of
+from askfirst.lineage import list_snapshots, shard_key, snapshots_of
 from askfirst.models import list_tasks
 
 GENAI, RESEARCH = "genai-training", "third-party-research"

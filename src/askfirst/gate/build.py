@@ -26,8 +26,9 @@ from askfirst.gate import consent as consent_mod
 from askfirst.gate import corpus as corpus_mod
 from askfirst.gate import engine_duckdb, engine_spark
 from askfirst.gate.manifest import LedgerHeadRef, SnapshotManifest, snapshot_id
-from askfirst.gate.plan import EXCLUSION_REASONS, ON_MENTION, OUTPUT_SCHEMA, Plan
+from askfirst.gate.plan import ON_MENTION, OUTPUT_SCHEMA, Plan
 from askfirst.ledger.ledger import Ledger
+from askfirst.rules import EXCLUSION_REASONS
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -31,6 +31,7 @@ from askfirst.config import WebSettings
 from askfirst.errors import AskfirstError
 from askfirst.ledger import Ledger
 from askfirst.policy import load_policy
+from askfirst.propagation import open_ledger
 from askfirst.receipts import signing_key
 from askfirst.recipients import deliver_due
 from askfirst.web import api, pages, training_api
@@ -66,7 +67,7 @@ def session_secret(key_dir: Path) -> str:
 
 
 def create_app(settings: WebSettings) -> FastAPI:
-    ledger = Ledger.open(settings.database_url, load_policy(settings.policy_path))
+    ledger = open_ledger(settings.database_url, load_policy(settings.policy_path))
     key = signing_key(ledger, settings.key_dir)  # recorded in the ledger when made
 
     @asynccontextmanager
