@@ -315,9 +315,7 @@ def record_reason_sql(
         "categories": listed(purpose.categories),
         "as_of": str(int(as_of)),
     }
-    steps = "\n".join(
-        f"  WHEN {r.when.format(**spell)} THEN {_quote(r.reason)}" for r in rules
-    )
+    steps = "\n".join(f"  WHEN {r.when.format(**spell)} THEN {_quote(r.reason)}" for r in rules)
     return f"CASE\n{steps}\n  WHEN NOT d.allowed THEN d.reason\nEND"
 
 
