@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from httpx import Response
-from tests.web.conftest import ApiToken, WebClient
+
+from .conftest import ApiToken, WebClient
 
 ANNA, JO = "m001", "m101"
 
