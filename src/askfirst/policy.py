@@ -35,7 +35,7 @@ SLUG = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class NoticeVersion(_Strict):

@@ -9,6 +9,7 @@ after it. Times are hashed as integer microseconds: one spelling per instant.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -319,7 +320,8 @@ _Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use, not at import: most commands never validate an import line.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     subject: _Id
     actor: _Id | None = None
@@ -436,7 +438,12 @@ EventIn = Annotated[
     ChoiceIn | GpcIn | NoticeIn | StatusIn | JurisdictionIn | MinorIn | AuthorityIn,
     Field(discriminator="type"),
 ]
-event_in: TypeAdapter[EventIn] = TypeAdapter(EventIn)
+
+
+@functools.cache
+def event_in() -> TypeAdapter[EventIn]:
+    """The validator of one import line (built on first use)."""
+    return TypeAdapter(EventIn)
 
 
 _HANDLE = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
@@ -445,7 +452,7 @@ _HANDLE = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
 class SubjectIn(BaseModel):
     """One subject, as imported: identity, where they live, age and status."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: _Id
     kind: Literal["member", "organization", "person"] = "member"

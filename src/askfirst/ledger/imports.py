@@ -70,7 +70,7 @@ def _relabel(path: Path, linenos: list[int], err: InputError) -> InputError:
 def import_events(ledger: Ledger, path: str | Path, *, source: str = "import") -> list[Event]:
     """Append every event in a JSONL file, or none of them."""
     p = Path(path)
-    linenos, items = _parse(p, event_in)
+    linenos, items = _parse(p, event_in())
     try:
         return ledger.append_many([item.to_new(source) for item in items])
     except InputError as e:

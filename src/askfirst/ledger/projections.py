@@ -7,11 +7,11 @@ and lists every row that disagrees, for ``askfirst ledger verify``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from askfirst.ledger import store
 from askfirst.ledger.events import Event, EventType, parse_authority
@@ -33,7 +33,13 @@ def _updates() -> dict[EventType, Any]:
     return out
 
 
-def _upserts(dialect: Any) -> tuple[Any, Any]:
+@functools.cache
+def _upserts(name: str) -> tuple[Any, Any]:
+    """The choice upsert and the notice insert for one kind of database (built once, on
+    first use: a command that appends nothing does not load the dialects)."""
+    import importlib
+
+    dialect: Any = importlib.import_module(f"sqlalchemy.dialects.{name}")
     choice = dialect.insert(choice_state).values(
         {c.name: bindparam(c.name) for c in choice_state.c}
     )
@@ -55,7 +61,6 @@ def _upserts(dialect: Any) -> tuple[Any, Any]:
 
 # Built once; appends are the hot path.
 _UPDATE = _updates()
-_UPSERT = {"postgresql": _upserts(postgresql), "sqlite": _upserts(sqlite)}
 _INSERT_SUBJECT = store.Prepared(
     insert(subject_state).values({c.name: bindparam(c.name) for c in subject_state.c})
 )
@@ -96,7 +101,7 @@ def apply(conn: Connection, events: Sequence[Event]) -> None:
             if t == etype
         ]
         stmt.run(conn, rows)
-    upsert_choice, insert_notice = _UPSERT[conn.dialect.name]
+    upsert_choice, insert_notice = _upserts(conn.dialect.name)
     if choices:
         upsert_choice.run(
             conn,
