@@ -241,7 +241,7 @@ def rss_child(url: str, corpus: Path, out: Path) -> float:
     """Peak RSS (GiB) of a build in a fresh process."""
     code = (
         "import sys, shutil, askfirst\n"
-        "from askfirst import Ledger\n"
+        "from askfirst import open_ledger\n"
         f"with open_ledger({url!r}) as led:\n"
         f"    askfirst.build_snapshot(led, {PURPOSE!r}, {str(corpus)!r}, {str(out)!r})\n"
         f"shutil.rmtree({str(out)!r})\n"
