@@ -73,7 +73,9 @@ class State:
             mark = _BY_TYPE.get(e.type)
             if mark is not None:
                 if mark.value is not None:
-                    value = e.value if mark.event != EventType.STATUS else e.value or "active"
+                    value = e.value
+                    if mark.event == EventType.STATUS and not value:
+                        value = STATUS_BEFORE_ANY  # (import checks always give one)
                     setattr(s, mark.value, value)
                 setattr(s, mark.seq, e.seq)
             elif e.type == EventType.CHOICE and e.purpose == purpose:
