@@ -173,7 +173,9 @@ def ledger_verify(
     ] = None,
     db: Db = DB_DEFAULT,
 ) -> None:
-    """Recompute the hash chain and the projections; exit 1 on any disagreement."""
+    """Recompute the hash chain and the projections; exit 1 on any disagreement.
+
+    It does not check the snapshot registry, lineage, models, tasks or the outbox."""
     if expected_head is not None:  # "SEQ HASH", as `ledger head` prints it, is SEQ:HASH
         expected_head = ":".join(expected_head.split())
     with ledger_from(db, None) as ledger:
@@ -192,6 +194,9 @@ def ledger_verify(
         f"ok: {report.events_checked} events, head {report.head.seq} {report.head.hash}",
         markup=False,
     )
+    from askfirst.ledger.verify import COVERS, DOES_NOT_COVER
+
+    out.print(f"  checked: {COVERS}; not checked: {DOES_NOT_COVER}", markup=False)
 
 
 # ---- decisions -------------------------------------------------------------------------
