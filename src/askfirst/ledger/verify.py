@@ -18,7 +18,6 @@ from askfirst.ledger import projections
 from askfirst.ledger.events import GENESIS, Head, event_hash
 from askfirst.ledger.tables import ledger_head
 
-
 # What verify proves, and what it does not: the registry of snapshots, models and tasks and
 # the outbox are plain tables beside the chain, so an edit there is not found by verify.
 COVERS = "the events' hash chain and their projections (subjects, choices, notices, authority)"
