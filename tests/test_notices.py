@@ -105,6 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         partner.record(Received(self.path, headers, body, status))
         if hold is not None:
             hold.wait(10)
+        if partner.hold_s:
+            partner.stopped.wait(partner.hold_s)  # a slow partner: answers late
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -126,6 +128,8 @@ class Partner:
     received: list[Received] = field(default_factory=list)
     port: int = 0
     hold_next: bool = False
+    hold_s: float = 0.0  # wait this long before every answer
+    stopped: threading.Event = field(default_factory=threading.Event)
     _holds: list[threading.Event] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: _Server | None = None
@@ -178,6 +182,7 @@ class Partner:
 
     def stop(self) -> None:
         self.release()
+        self.stopped.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -207,7 +212,9 @@ class Partners:
 
 
 @pytest.fixture
-def partners() -> Iterator[Partners]:
+def partners(monkeypatch: pytest.MonkeyPatch) -> Iterator[Partners]:
+    # the partners listen on 127.0.0.1, which webhooks may use only when the operator allows
+    monkeypatch.setenv("ASKFIRST_WEBHOOK_ALLOW_PRIVATE", "1")
     ps = Partners()
     yield ps
     for p in ps.all:
@@ -656,6 +663,112 @@ def test_a_partner_name_and_url_are_checked(led: Ledger) -> None:
         add_recipient(led, "lab-a", "https://example.org/other")
     assert [r["url"] for r in list_recipients(led)] == ["https://example.org/hook"]
     assert secret.startswith("whsec_")
+
+
+# Addresses a webhook may not point at (the cloud metadata service, the platform's own
+# network, ...), by what the refusal calls them.
+PRIVATE_HOSTS = [
+    ("127.0.0.1", "loopback"),
+    ("[::1]", "loopback"),
+    ("169.254.169.254", "link-local"),
+    ("[fe80::1]", "link-local"),
+    ("10.0.0.7", "private"),
+    ("172.16.5.4", "private"),
+    ("192.168.1.1", "private"),
+    ("[fd00::1]", "private"),
+    ("100.64.0.1", "CGNAT"),
+    ("0.0.0.0", "unspecified"),
+    ("[::]", "unspecified"),
+    ("224.0.0.1", "multicast"),
+    ("[ff02::1]", "multicast"),
+    ("[::ffff:169.254.169.254]", "link-local"),
+]
+ALLOW_PRIVATE = "ASKFIRST_WEBHOOK_ALLOW_PRIVATE"
+
+
+@pytest.mark.parametrize(("host", "kind"), PRIVATE_HOSTS)
+def test_a_webhook_on_a_private_address_is_refused_when_the_partner_is_added(
+    led: Ledger, db_url: str, host: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ALLOW_PRIVATE, raising=False)
+    url = f"http://{host}:8080/latest/meta-data"
+    with pytest.raises(InputError) as e:
+        add_recipient(led, "lab-a", url)
+    message = str(e.value)
+    assert "\n" not in message
+    assert host.strip("[]") in message and kind.lower() in message.lower(), message
+    assert ALLOW_PRIVATE in message
+    one_line_error(run("recipient", "add", "lab-b", "--url", url, "--db", db_url), kind)
+    assert list_recipients(led) == []
+    # the operator may allow it (a partner inside the same network)
+    monkeypatch.setenv(ALLOW_PRIVATE, "1")
+    add_recipient(led, "lab-a", url)
+    assert [r["url"] for r in list_recipients(led)] == [url]
+
+
+def test_a_webhook_host_resolving_to_loopback_is_refused_when_added_and_when_sent(
+    led: Ledger, tmp_path: Path, partners: Partners, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = partners.up("lab-local")
+    url = lab.url.replace("127.0.0.1", "localhost")
+    monkeypatch.delenv(ALLOW_PRIVATE)
+    with pytest.raises(InputError, match=r"'localhost' resolves to .*loopback"):
+        add_recipient(led, "lab-local", url)
+    one_line_error(
+        run("recipient", "add", "lab-local", "--url", url, "--db", db_url), "localhost", "loopback"
+    )
+    assert list_recipients(led) == []
+
+    # added while allowed (or while the name pointed elsewhere); then the name points
+    # at loopback, or the operator withdraws the permission: the send is refused
+    monkeypatch.setenv(ALLOW_PRIVATE, "1")
+    _, lab.secret = add_recipient(led, "lab-local", url)
+    s3 = snapshot(led, tmp_path, "s3", CORPUS_3)
+    record_delivery(led, s3, "lab-local")
+    led.append(ends(ERIKA, "withdraw"))
+    monkeypatch.delenv(ALLOW_PRIVATE)
+    sent = deliver_due(led, base_delay_s=BASE)
+    assert (sent.delivered, sent.failed, sent.pending) == (0, 1, 1)
+    (n,) = list_outbox(led)
+    assert n["delivered_at"] is None and n["attempts"] == 1
+    assert "'localhost'" in n["last_error"] and "loopback" in n["last_error"], n["last_error"]
+    assert lab.requests() == []  # nothing left the machine towards it
+
+    monkeypatch.setenv(ALLOW_PRIVATE, "1")
+    assert drain(led).delivered == 1
+    assert check_received(lab, notices(led)) == {n["idempotency_key"]: 1}
+
+
+def test_a_slow_partner_does_not_keep_outbox_run_past_its_time(
+    led: Ledger, tmp_path: Path, partners: Partners, db_url: str
+) -> None:
+    # the partner holds every answer for 10 s (the client's own timeout): a run given
+    # 1 s gives up on it when its time is up, and starts nothing after that
+    lab = register(led, partners.up("lab-slow", status=202, hold_s=10.0))
+    s1 = snapshot(led, tmp_path, "s1", CORPUS_1)
+    record_delivery(led, s1, "lab-slow")
+    led.append(ends(ALICE, "withdraw"))
+    led.append(ends(BRUNO, "withdraw"))
+    assert len(notices(led)) == 2
+
+    sent = run_outbox(led, max_seconds=1, base_delay_s=BASE)
+    assert (sent.delivered, sent.failed, sent.pending) == (0, 1, 2)
+    tried = [n for n in notices(led) if n["attempts"]]
+    assert len(tried) == 1  # the other one was not started once time was up
+    assert len(lab.requests()) == 1
+    assert "timed out" in tried[0]["last_error"], tried[0]["last_error"]
+    # the untried one is due at once for the next run, not held for a minute's lease
+    untried = [n for n in notices(led) if not n["attempts"]]
+    assert datetime.fromisoformat(untried[0]["next_attempt_at"]) <= datetime.now(UTC)
+
+    res = run(
+        "outbox", "run", "--until-empty", "--max-seconds", "1", "--base-delay", "0.05",
+        "--db", db_url,
+    )  # fmt: skip
+    assert res.exit_code == 3, res.output
+    assert "2 notice(s) still owed" in res.stderr
+    assert all(n["delivered_at"] is None for n in notices(led))
+    assert any("timed out" in (n["last_error"] or "") for n in notices(led))
 
 
 # ---- 5. the command line ----------------------------------------------------------------

@@ -65,7 +65,24 @@ SQLITE_SYNCHRONOUS = Setting(
     "commit: survives a power cut, several times slower). PostgreSQL always syncs.",
 )
 
-SETTINGS: tuple[Setting, ...] = (DATABASE_URL, POLICY, KEY_DIR, SECURE_COOKIES, SQLITE_SYNCHRONOUS)
+WEBHOOK_ALLOW_PRIVATE = Setting(
+    name="webhook_allow_private",
+    env="ASKFIRST_WEBHOOK_ALLOW_PRIVATE",
+    option=None,
+    default="0",
+    help="Set to 1 to let partners' webhooks point at loopback, link-local, private "
+    "(RFC 1918, fc00::/7, 100.64.0.0/10), unspecified or multicast addresses; refused by "
+    "default, when a partner is added and again on every send.",
+)
+
+SETTINGS: tuple[Setting, ...] = (
+    DATABASE_URL,
+    POLICY,
+    KEY_DIR,
+    SECURE_COOKIES,
+    SQLITE_SYNCHRONOUS,
+    WEBHOOK_ALLOW_PRIVATE,
+)
 
 
 @dataclass(frozen=True)

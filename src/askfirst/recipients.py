@@ -18,9 +18,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
+import os
 import random
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +32,7 @@ import httpx
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from askfirst import lineage, times
+from askfirst import config, lineage, times
 from askfirst.errors import InputError
 from askfirst.ledger import store
 from askfirst.ledger.ledger import Ledger
@@ -43,6 +46,64 @@ MAX_DELAY_S = 3600.0
 # ---- partners and what they received ---------------------------------------------------
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_ULA = ipaddress.ip_network("fc00::/7")
+
+
+def private_allowed() -> bool:
+    """Whether the operator lets webhooks point at private addresses
+    (``ASKFIRST_WEBHOOK_ALLOW_PRIVATE=1``)."""
+    value = os.environ.get(config.WEBHOOK_ALLOW_PRIVATE.env, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _forbidden_kind(addr: IPAddress) -> str | None:
+    """What kind of address a webhook may not point at, or None when it may."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified:
+        return "an unspecified"
+    if addr.is_loopback:
+        return "a loopback"
+    if addr.is_link_local:
+        return "a link-local"
+    if addr.is_multicast:
+        return "a multicast"
+    if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
+        return "a shared (CGNAT, 100.64.0.0/10)"
+    if isinstance(addr, ipaddress.IPv6Address) and addr in _ULA:
+        return "a private (fc00::/7)"
+    if addr.is_private or addr.is_reserved:
+        return "a private"
+    return None
+
+
+def _resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` stands for (itself, if it is an address)."""
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _refusal(host: str, addrs: list[IPAddress]) -> str | None:
+    """Why a webhook at ``host`` (resolving to ``addrs``) is refused, or None."""
+    if private_allowed():
+        return None
+    for addr in addrs:
+        kind = _forbidden_kind(addr)
+        if kind is not None:
+            via = "" if str(addr) == host.strip("[]") else f" resolves to {addr}, which"
+            return (
+                f"webhook host {host!r}{via} is {kind} address; partners' webhooks must be "
+                f"public (set {config.WEBHOOK_ALLOW_PRIVATE.env}=1 to allow it)"
+            )
+    return None
+
+
 def _check_url(url: str) -> str:
     try:
         parsed = httpx.URL(url)
@@ -50,6 +111,13 @@ def _check_url(url: str) -> str:
         raise InputError(f"webhook URL {url!r} is not a URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InputError(f"webhook URL {url!r}: give an http:// or https:// URL")
+    try:
+        addrs = _resolve(parsed.host, parsed.port or 443)
+    except (OSError, UnicodeError):
+        addrs = []  # not resolvable now: checked again on every send
+    problem = _refusal(parsed.host, addrs)
+    if problem is not None:
+        raise InputError(problem)
     return str(parsed)
 
 
@@ -223,8 +291,24 @@ def _claim(ledger: Ledger, limit: int) -> list[Any]:
     return claimed
 
 
-def _send(client: httpx.Client, row: Any) -> str | None:
-    """POST one notice; None when the partner took it, else what went wrong."""
+def _check_host(url: str) -> str | None:
+    """Resolve the webhook's host now and refuse it if any address it stands for is
+    private (a name may have been re-pointed since the partner was added)."""
+    parsed = httpx.URL(url)
+    try:
+        addrs = _resolve(parsed.host, parsed.port or 443)
+    except (OSError, UnicodeError) as e:
+        return f"cannot resolve webhook host {parsed.host!r}: {e}"[:500]
+    return _refusal(parsed.host, addrs)
+
+
+def _send(client: httpx.Client, row: Any, left_s: float | None = None) -> str | None:
+    """POST one notice; None when the partner took it, else what went wrong. With
+    ``left_s``, every part of the request's timeout is cut to that many seconds."""
+    if not private_allowed():
+        refused = _check_host(row.url)
+        if refused is not None:
+            return refused
     body = row.payload.encode()
     ts = int(time.time())
     headers = {
@@ -235,13 +319,40 @@ def _send(client: httpx.Client, row: Any) -> str | None:
         "idempotency-key": row.idempotency_key,
         "user-agent": "askfirst-notices/1",
     }
+    timeout = client.timeout
+    if left_s is not None:
+        timeout = httpx.Timeout(
+            connect=_cap(timeout.connect, left_s),
+            read=_cap(timeout.read, left_s),
+            write=_cap(timeout.write, left_s),
+            pool=_cap(timeout.pool, left_s),
+        )
     try:
-        response = client.post(row.url, content=body, headers=headers)
+        response = client.post(row.url, content=body, headers=headers, timeout=timeout)
+    except httpx.TimeoutException as e:
+        return f"timed out ({type(e).__name__})"
     except httpx.HTTPError as e:
         return f"{type(e).__name__}: {e}"[:500]
     if 200 <= response.status_code < 300:
         return None
     return f"HTTP {response.status_code}"
+
+
+def _cap(seconds: float | None, left_s: float) -> float:
+    return left_s if seconds is None else min(seconds, left_s)
+
+
+def _release(ledger: Ledger, rows: list[Any]) -> None:
+    """Give back claimed notices that were not tried: due again as they were."""
+    if not rows:
+        return
+    with store.write(ledger.engine) as conn:
+        for row in rows:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id, outbox.c.delivered_at.is_(None))
+                .values(next_attempt_at=row.next_attempt_at)
+            )
 
 
 def deliver_due(
@@ -250,14 +361,23 @@ def deliver_due(
     client: httpx.Client | None = None,
     limit: int = 100,
     base_delay_s: float = 1.0,
+    deadline: float | None = None,
 ) -> Sent:
-    """Send the notices that are due, once each; schedule a retry for each failure."""
+    """Send the notices that are due, once each; schedule a retry for each failure.
+
+    With ``deadline`` (a ``time.monotonic()`` reading), no send starts after it and
+    each send's timeout is cut to the time left."""
     own = client is None
     http = client or httpx.Client(timeout=10.0)
     done = Sent()
     try:
-        for row in _claim(ledger, limit):
-            problem = _send(http, row)
+        claimed = _claim(ledger, limit)
+        for i, row in enumerate(claimed):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                _release(ledger, claimed[i:])
+                break
+            problem = _send(http, row, left)
             now = times.to_micros(times.now())
             with store.write(ledger.engine) as conn:
                 if problem is None:
@@ -307,7 +427,7 @@ def run_outbox(
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     with httpx.Client(timeout=10.0) as client:
         while True:
-            sent = deliver_due(ledger, client=client, base_delay_s=base_delay_s)
+            sent = deliver_due(ledger, client=client, base_delay_s=base_delay_s, deadline=deadline)
             total.delivered += sent.delivered
             total.failed += sent.failed
             total.pending, total.next_due_in_s = sent.pending, sent.next_due_in_s
