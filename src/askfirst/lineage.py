@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
 
 from askfirst import times
 from askfirst.errors import InputError, StorageError
@@ -255,6 +255,110 @@ def check_can_record(ledger: Ledger) -> None:
         )
 
 
+# ---- a build in progress ----------------------------------------------------------------------
+# A build registers its snapshot as ``building`` first, in a short transaction of its own,
+# with the folder it will fill; the transaction that records the lineage turns the same
+# entry ``live``. An entry still ``building`` whose build is gone is what a killed build
+# left: ``askfirst.gate.build.reconcile`` removes its folders and then the entry. Nothing
+# else reads a ``building`` entry: it has no lineage, is not held, listed or resolved.
+BUILDING = "building"
+
+
+@dataclass(frozen=True)
+class Building:
+    """A registry entry of a build in progress (or killed): where it works and for whom."""
+
+    id: int
+    path: str  # the folder the snapshot goes to
+    work: str  # the hidden folder it is written in
+    token: str  # written in the build's lock file, to know its folders again
+    host: str
+    pid: int
+
+
+def begin_build(
+    ledger: Ledger,
+    *,
+    purpose: str,
+    as_of: int,
+    head_seq: int,
+    head_hash: str,
+    policy_hash: str,
+    engine: str,
+    on_mention: str,
+    corpus: str,
+    path: str,
+    work: str,
+    token: str,
+    host: str,
+    pid: int,
+) -> int:
+    """Register a build in progress (``building``); returns its registry number."""
+    about = {"building": {"work": work, "token": token, "host": host, "pid": pid}}
+    with store.write(ledger.engine) as conn:
+        number = conn.execute(
+            insert(snapshots)
+            .values(
+                snapshot_id=f"{BUILDING}-{token}"[:64],
+                purpose=purpose,
+                as_of=as_of,
+                head_seq=head_seq,
+                head_hash=head_hash,
+                policy_hash=policy_hash,
+                engine=engine,
+                on_mention=on_mention,
+                corpus=corpus,
+                path=path,
+                status=BUILDING,
+                created_at=times.to_micros(times.now()),
+                manifest=json.dumps(about, sort_keys=True),
+            )
+            .returning(snapshots.c.id)
+        ).scalar_one()
+    return int(number)
+
+
+def builds_in_progress(ledger: Ledger) -> list[Building]:
+    """Every ``building`` entry (builds running, or killed), oldest first."""
+    q = (
+        select(snapshots.c.id, snapshots.c.path, snapshots.c.manifest)
+        .where(snapshots.c.status == BUILDING)
+        .order_by(snapshots.c.id)
+    )
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    out = []
+    for r in rows:
+        b = json.loads(r.manifest).get("building", {})
+        out.append(
+            Building(
+                id=r.id,
+                path=r.path,
+                work=str(b.get("work", "")),
+                token=str(b.get("token", "")),
+                host=str(b.get("host", "")),
+                pid=int(b.get("pid", 0)),
+            )
+        )
+    return out
+
+
+def status_of(ledger: Ledger, number: int) -> str | None:
+    """A registry entry's status (``None`` if there is no such entry)."""
+    with ledger.engine.connect() as conn:
+        got = conn.execute(select(snapshots.c.status).where(snapshots.c.id == number)).scalar()
+    return None if got is None else str(got)
+
+
+def drop_build(ledger: Ledger, number: int) -> bool:
+    """Remove a ``building`` entry (never a committed one); whether there was one."""
+    with store.write(ledger.engine) as conn:
+        done = conn.execute(
+            delete(snapshots).where(snapshots.c.id == number, snapshots.c.status == BUILDING)
+        ).rowcount
+    return bool(done)
+
+
 def record(
     ledger: Ledger,
     manifest: Manifest,
@@ -262,36 +366,51 @@ def record(
     rows: pa.Table,
     before_commit: Callable[[], None] | None = None,
     replaces: int | None = None,
+    building: int | None = None,
 ) -> int:
     """Register a snapshot and its lineage; returns its registry number.
 
     ``before_commit`` runs inside the transaction (the build moves its folder into
     place there), so that the registry and the files appear together or not at all.
     With ``replaces`` (a rebuild), that snapshot is retired in the same transaction.
+    With ``building`` (the number :func:`begin_build` gave), that entry becomes the
+    snapshot's, ``live``, rather than a new one.
     """
     now = times.to_micros(times.now())
+    values = dict(
+        snapshot_id=manifest.snapshot_id,
+        purpose=manifest.purpose,
+        as_of=times.to_micros(times.parse(manifest.as_of)),
+        head_seq=manifest.head_seq,
+        head_hash=manifest.head_hash,
+        policy_hash=manifest.policy_hash,
+        engine=manifest.engine,
+        on_mention=manifest.on_mention,
+        corpus=manifest.corpus,
+        path=path,
+        status="live",
+        created_at=now,
+        manifest=json.dumps(manifest.to_json(), sort_keys=True),
+        rebuilt_from=replaces,
+    )
     with store.write(ledger.engine) as conn:
         head = ledger.lock_head(conn)  # no withdrawal can land until this commits
-        number = conn.execute(
-            insert(snapshots)
-            .values(
-                snapshot_id=manifest.snapshot_id,
-                purpose=manifest.purpose,
-                as_of=times.to_micros(times.parse(manifest.as_of)),
-                head_seq=manifest.head_seq,
-                head_hash=manifest.head_hash,
-                policy_hash=manifest.policy_hash,
-                engine=manifest.engine,
-                on_mention=manifest.on_mention,
-                corpus=manifest.corpus,
-                path=path,
-                status="live",
-                created_at=now,
-                manifest=json.dumps(manifest.to_json(), sort_keys=True),
-                rebuilt_from=replaces,
-            )
-            .returning(snapshots.c.id)
-        ).scalar_one()
+        if building is None:
+            number = conn.execute(
+                insert(snapshots).values(**values).returning(snapshots.c.id)
+            ).scalar_one()
+        else:
+            number = building
+            moved = conn.execute(
+                update(snapshots)
+                .where(snapshots.c.id == building, snapshots.c.status == BUILDING)
+                .values(**values)
+            ).rowcount
+            if moved != 1:
+                raise StorageError(
+                    "the snapshot's registry entry was removed while it was being built "
+                    "(by 'askfirst snapshot reconcile'?); nothing was recorded"
+                )
         if replaces is not None:
             conn.execute(
                 update(snapshots)
@@ -401,7 +520,7 @@ def snapshots_of(ledger: Ledger, subject: str) -> list[dict[str, Any]]:
 
 def list_snapshots(ledger: Ledger, purpose: str | None = None) -> list[dict[str, Any]]:
     """Every registered snapshot (optionally of one purpose), newest first."""
-    q = select(snapshots).order_by(snapshots.c.id.desc())
+    q = select(snapshots).where(snapshots.c.status != BUILDING).order_by(snapshots.c.id.desc())
     if purpose is not None:
         q = q.where(snapshots.c.purpose == purpose)
     with ledger.engine.connect() as conn:
@@ -424,7 +543,9 @@ def resolve(conn: Connection, snapshot_id: str) -> list[Any]:
     key = snapshot_id.strip().lower()
     if len(key) < 8:
         raise InputError(f"snapshot id {snapshot_id!r}: give at least 8 characters")
-    q = select(snapshots).where(snapshots.c.snapshot_id.startswith(key, autoescape=True))
+    q = select(snapshots).where(
+        snapshots.c.snapshot_id.startswith(key, autoescape=True), snapshots.c.status != BUILDING
+    )
     rows = conn.execute(q.order_by(snapshots.c.id)).all()
     if not rows:
         raise InputError(f"no snapshot {snapshot_id!r}; 'askfirst snapshot list' shows them")

@@ -1,20 +1,30 @@
 """Building a snapshot: pin the ledger, run an engine, write the manifest, record lineage.
 
-A build works in a hidden folder beside the one asked for and renames it into place
-only when every file is written and the lineage is in the database, in the same
-transaction: a failed build leaves no folder and no registry entry behind (fail closed).
+A build registers itself as ``building`` (with the folder asked for), works in a hidden
+folder beside that one, fsyncs it, and then, in one transaction, records the lineage,
+renames the folder into place and turns the entry ``live``: a failed build leaves no
+folder and no registry entry behind (fail closed). A build killed at any instant leaves
+a ``building`` entry and folders that the next build (or ``askfirst snapshot
+reconcile``) removes, unless the snapshot was committed: then it is live and whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import secrets
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,6 +110,7 @@ def build(
     if on_mention not in ON_MENTION:
         raise InputError(f"on-mention {on_mention!r}: use 'redact' or 'drop'")
     target = Path(out)
+    reconcile(ledger, [target.parent])  # what a killed build left, finished first
     if target.exists():
         raise InputError(f"{target} already exists; a snapshot is built into a new folder")
     if target.parent.exists() and not target.parent.is_dir():
@@ -116,18 +127,32 @@ def build(
     plan = Plan(consent=consent, corpus=found, on_mention=on_mention)
     made = _make_folders(target.parent)
     try:
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}{_HIDDEN}", dir=target.parent))
     except BaseException:
         _remove_empty(made)
         raise
-    moved = False
-
-    def move_into_place() -> None:
-        nonlocal moved
-        os.rename(work, target)
-        moved = True
-
+    token = secrets.token_hex(16)
+    lock: int | None = None
+    number: int | None = None
     try:
+        lock = _take_lock(work, token)
+        number = lineage.begin_build(
+            ledger,
+            purpose=consent.purpose.name,
+            as_of=consent.as_of,
+            head_seq=consent.head.seq,
+            head_hash=consent.head.hash,
+            policy_hash=consent.policy_hash,
+            engine=engine,
+            on_mention=on_mention,
+            corpus=str(found.path.resolve()),
+            path=str(target.resolve()),
+            work=str(work.resolve()),
+            token=token,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        _step("registered")
         if engine == "spark":
             outcome = engine_spark.run(plan, work, progress, spark=spark, master=spark_master)
         else:
@@ -172,6 +197,14 @@ def build(
         (work / "manifest.json").write_text(
             json.dumps(manifest.to_json(), indent=2) + "\n", encoding="utf-8"
         )
+        _sync_tree(work)
+        _step("written")
+
+        def move_into_place() -> None:
+            os.rename(work, target)
+            _sync_dir(target.parent)
+            _step("moved")
+
         lineage.record(
             ledger,
             manifest,
@@ -179,14 +212,190 @@ def build(
             lin,
             before_commit=move_into_place,
             replaces=replaces,
+            building=number,
         )
+        _step("committed")
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        if moved:  # the transaction failed after the folder moved into place
-            shutil.rmtree(target, ignore_errors=True)
-        _remove_empty(made)
+        # What happened is read back from the registry, not guessed: an interruption
+        # just after the commit leaves the snapshot live, and its folder stays.
+        try:
+            _undo(ledger, number, work, target, token)
+        except Exception:  # the registry is out of reach: the next reconcile finishes
+            pass
+        finally:
+            _remove_empty(made)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
+    _drop_lock(target, token)
     return manifest
+
+
+# ---- a killed build ----------------------------------------------------------------------------
+# A build holds an fcntl lock on a file in its hidden folder (the lock dies with the
+# process, however it ends) and writes its token in it, so that its folders are known
+# again after a rename. Reconciling removes what a build whose lock is free left: its
+# hidden folder, its target folder if the snapshot was not committed, and its
+# ``building`` entry; files first, the entry last, so that a reconcile killed half-way
+# is finished by the next.
+
+_HIDDEN = ".building-"
+_LOCK = ".askfirst-build.lock"
+_UNLOCKED_GRACE = 600.0  # seconds: a hidden folder without a lock file is that old at least
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What reconciling removed: ``building`` entries and folders of killed builds."""
+
+    entries: list[int]
+    folders: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries_removed": self.entries, "folders_removed": self.folders}
+
+
+def reconcile(ledger: Ledger, folders: Iterable[str | Path] = ()) -> Reconciled:
+    """Finish what killed builds left: for each ``building`` entry whose build is gone
+    (its lock is free), remove its hidden folder, its target folder unless the snapshot
+    was committed, and the entry; then remove leftover hidden build folders in
+    ``folders`` and beside those entries. A build still running is left alone, and so
+    is an entry made on another host."""
+    entries: list[int] = []
+    removed: list[str] = []
+    look_in = {Path(f) for f in folders}
+    here = socket.gethostname()
+    for b in lineage.builds_in_progress(ledger):
+        work, target = Path(b.work), Path(b.path)
+        look_in.add(target.parent)
+        if b.host != here:
+            continue
+        if _locked(work) or _locked(target):
+            continue
+        for p in (work, target):
+            if p.exists() and _owned(p, b.token):
+                removed.append(str(p))
+        _undo(ledger, b.id, work, target, b.token)
+        entries.append(b.id)
+    running = lineage.builds_in_progress(ledger)
+    live_work = {Path(b.work) for b in running}
+    building_paths = {Path(b.path) for b in running}
+    for folder in look_in:
+        try:
+            hidden = [p for p in folder.iterdir() if p.name.startswith(".") and _HIDDEN in p.name]
+        except OSError:
+            continue
+        for p in folder.iterdir() if folder.is_dir() else ():
+            # a build killed just after its commit: the snapshot is whole, its lock file
+            # (the one file not in the manifest) goes
+            if (
+                p not in hidden
+                and (p / _LOCK).is_file()
+                and p.resolve() not in building_paths
+                and not _locked(p)
+            ):
+                with contextlib.suppress(OSError):
+                    (p / _LOCK).unlink()
+        for p in hidden:
+            if not p.is_dir() or p.resolve() in live_work or _locked(p):
+                continue
+            if not (p / _LOCK).exists():
+                try:  # maybe a build between making the folder and taking its lock
+                    if time.time() - p.stat().st_mtime < _UNLOCKED_GRACE:
+                        continue
+                except OSError:
+                    continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(str(p))
+    return Reconciled(entries, removed)
+
+
+def _undo(ledger: Ledger, number: int | None, work: Path, target: Path, token: str) -> None:
+    """Remove a build's files, and its entry unless the snapshot was committed."""
+    shutil.rmtree(work, ignore_errors=True)
+    status = lineage.status_of(ledger, number) if number is not None else None
+    if status == lineage.BUILDING or status is None:
+        if target.is_dir() and _owned(target, token):
+            shutil.rmtree(target, ignore_errors=True)
+        if number is not None:
+            lineage.drop_build(ledger, number)
+    else:  # committed: the snapshot is the registry's; only the lock file goes
+        _drop_lock(target, token)
+
+
+def _take_lock(work: Path, token: str) -> int:
+    fd = os.open(work / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, token.encode())
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _locked(folder: Path) -> bool:
+    """Whether a running build holds the lock in ``folder``."""
+    try:
+        fd = os.open(folder / _LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _owned(folder: Path, token: str) -> bool:
+    """Whether ``folder`` is the one the build with ``token`` wrote."""
+    try:
+        return bool(token) and (folder / _LOCK).read_text(encoding="utf-8") == token
+    except OSError:
+        return False
+
+
+def _drop_lock(target: Path, token: str) -> None:
+    if _owned(target, token):
+        with contextlib.suppress(OSError):
+            (target / _LOCK).unlink()
+
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder``, so that a rename publishes it whole."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name == _LOCK:
+                continue
+            fd = os.open(Path(root) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _sync_dir(Path(root))
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# The test harness's hook (tests/test_build_kill.py): with this variable naming a step,
+# the build says so on stderr and waits there, to be killed at that step.
+_PAUSE_AT = "ASKFIRST_TEST_PAUSE_AT"
+
+
+def _step(name: str) -> None:
+    if os.environ.get(_PAUSE_AT) == name:
+        print(f"askfirst-test: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(600)
 
 
 def _make_folders(folder: Path) -> list[Path]:

@@ -133,7 +133,9 @@ def run(plan: Plan, out: Path, progress: Callable[[int], None] | None = None) ->
     data.mkdir(parents=True)
     finder = NameFinder.from_directory(plan.consent.names)
     finder.allow(plan.consent.decisions)
-    with tempfile.TemporaryDirectory(prefix="askfirst-spill-") as spill:
+    # DuckDB spills into the build's hidden folder, so that it goes with it if the
+    # build is killed.
+    with tempfile.TemporaryDirectory(prefix="askfirst-spill-", dir=out) as spill:
         con = _connect(Path(spill), plan.memory_limit)
         try:
             return _run(con, plan, data, finder, progress)
