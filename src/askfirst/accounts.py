@@ -51,6 +51,12 @@ class Token:
     subject_id: str | None
 
 
+def normal_username(username: str) -> str:
+    """The username as accounts are stored and looked up: without surrounding whitespace,
+    in lower case. Sign-in and its rate limit both key on this."""
+    return username.strip().lower()
+
+
 def _check_password(password: str) -> None:
     if len(password) < 8:
         raise InputError("a password needs at least 8 characters")
@@ -75,7 +81,7 @@ def create_account(
     ``password_hash`` (from :func:`hash_password`) saves hashing again when many accounts
     share one password, as the demo's do.
     """
-    username = username.strip().lower()
+    username = normal_username(username)
     if not username or len(username) > 255 or any(c.isspace() for c in username):
         raise InputError(f"username {username!r} must be 1-255 characters without spaces")
     if kind not in ("member", "staff"):
@@ -104,7 +110,7 @@ def create_account(
 
 def authenticate(ledger: Ledger, username: str, password: str) -> Account | None:
     """The account when the password matches; None otherwise (in constant-ish time)."""
-    q = select(accounts).where(accounts.c.username == username.strip().lower())
+    q = select(accounts).where(accounts.c.username == normal_username(username))
     with ledger.engine.connect() as conn:
         row = conn.execute(q).first()
     try:

@@ -7,7 +7,8 @@ each setting is documented there. :class:`WebSettings` is what the web app is bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -75,6 +76,49 @@ WEBHOOK_ALLOW_PRIVATE = Setting(
     "default, when a partner is added and again on every send.",
 )
 
+MAX_BODY_BYTES = Setting(
+    name="max_body_bytes",
+    env="ASKFIRST_MAX_BODY_BYTES",
+    option=None,
+    default="1048576",
+    help="The largest request body the web app reads, in bytes (1 MiB); a larger one is "
+    "answered 413 before it is parsed. Batch decisions may always send 4 MiB (10,000 ids); "
+    "a receipt to verify at most 64 KiB.",
+)
+SIGNIN_ATTEMPTS = Setting(
+    name="signin_attempts",
+    env="ASKFIRST_SIGNIN_ATTEMPTS",
+    option=None,
+    default="5",
+    help="Failed sign-ins allowed per account (the username as sign-in reads it) within "
+    "5 minutes, from any address; then that account's sign-in answers 429 until they age.",
+)
+SIGNIN_ADDRESS_ATTEMPTS = Setting(
+    name="signin_address_attempts",
+    env="ASKFIRST_SIGNIN_ADDRESS_ATTEMPTS",
+    option=None,
+    default="20",
+    help="Failed sign-ins allowed per client address, whatever the usernames, within "
+    "5 minutes; then sign-in from that address answers 429 until they age.",
+)
+ANONYMOUS_REQUESTS = Setting(
+    name="anonymous_requests",
+    env="ASKFIRST_ANONYMOUS_REQUESTS",
+    option=None,
+    default="60",
+    help="Requests per minute each client address may make to the API routes open without "
+    "sign-in (POST /v1/receipts/verify); more are answered 429 with Retry-After.",
+)
+
+
+def number(setting: Setting) -> int:
+    """A setting that counts something (bytes, attempts), from the environment or its default."""
+    value = os.environ.get(setting.env, setting.default or "")
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{setting.env}={value!r}: give a whole number of at least 1")
+    return int(value)
+
+
 SETTINGS: tuple[Setting, ...] = (
     DATABASE_URL,
     POLICY,
@@ -82,6 +126,10 @@ SETTINGS: tuple[Setting, ...] = (
     SECURE_COOKIES,
     SQLITE_SYNCHRONOUS,
     WEBHOOK_ALLOW_PRIVATE,
+    MAX_BODY_BYTES,
+    SIGNIN_ATTEMPTS,
+    SIGNIN_ADDRESS_ATTEMPTS,
+    ANONYMOUS_REQUESTS,
 )
 
 
@@ -93,6 +141,12 @@ class WebSettings:
     key_dir: Path
     policy_path: Path | None = None
     secure_cookies: bool = True
-    signin_attempts: int = 5  # failures allowed per client and username ...
-    signin_window_s: int = 300  # ... within this many seconds
+    # failed sign-ins allowed per account, and per client address, within the window
+    signin_attempts: int = field(default_factory=lambda: number(SIGNIN_ATTEMPTS))
+    signin_address_attempts: int = field(default_factory=lambda: number(SIGNIN_ADDRESS_ATTEMPTS))
+    signin_window_s: int = 300
+    # requests per address to the API routes open without sign-in, within the window
+    anonymous_requests: int = field(default_factory=lambda: number(ANONYMOUS_REQUESTS))
+    anonymous_window_s: int = 60
+    max_body_bytes: int = field(default_factory=lambda: number(MAX_BODY_BYTES))
     send_notices: bool = False  # send partners' notices from a thread (``askfirst serve``)

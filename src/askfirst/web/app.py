@@ -1,7 +1,8 @@
 """The web application: ``create_app(settings)`` builds it, never at import time.
 
 It holds the cross-cutting parts: the open ledger, sessions, security headers, HEAD
-wherever GET is answered, and the error handlers. The member pages live in ``pages.py``,
+wherever GET is answered, request-body caps and the per-address limit on the API open
+without sign-in (``limits.py``), and the error handlers. The member pages live in ``pages.py``,
 the HTTP API in ``api.py`` and ``training_api.py``, sign-in and permissions in
 ``auth.py``, how errors are answered in ``errors.py``; the settings it is built from are
 :class:`askfirst.config.WebSettings`. The modules import downwards only: ``auth`` <-
@@ -36,12 +37,22 @@ from askfirst.receipts import signing_key
 from askfirst.recipients import deliver_due
 from askfirst.web import api, pages, training_api
 from askfirst.web.errors import error_page, status_for, wants_html
+from askfirst.web.limits import (
+    BATCH_BODY_BYTES,
+    RECEIPT_BODY_BYTES,
+    AnonymousLimit,
+    BodyLimit,
+    RateLimiter,
+    SigninLimits,
+)
 
 __all__ = ["WebSettings", "create_app", "session_secret"]
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("askfirst.web")
 SESSION_KEY_FILE = "session.key"
+# The API routes anyone may call without signing in, limited per client address.
+ANONYMOUS_ROUTES = frozenset({("POST", "/v1/receipts/verify")})
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -98,7 +109,23 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.ledger = ledger
     app.state.receipt_key = key
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
-    app.state.signin_failures = {}
+    app.state.signin_limits = SigninLimits(
+        settings.signin_attempts, settings.signin_address_attempts, settings.signin_window_s
+    )
+    # Inside the security headers, so that a 413 or 429 carries them too.
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        routes={
+            ("POST", "/v1/decisions/batch"): max(settings.max_body_bytes, BATCH_BODY_BYTES),
+            ("POST", "/v1/receipts/verify"): min(settings.max_body_bytes, RECEIPT_BODY_BYTES),
+        },
+    )
+    app.add_middleware(
+        AnonymousLimit,
+        limiter=RateLimiter(settings.anonymous_requests, settings.anonymous_window_s),
+        routes=ANONYMOUS_ROUTES,
+    )
 
     @app.middleware("http")
     async def security_headers(

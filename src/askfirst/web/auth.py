@@ -9,14 +9,12 @@ token bound to a subject acts only for it; staff act through audited admin actio
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
 from askfirst import accounts, privacy
-from askfirst.config import WebSettings
 from askfirst.ledger import Ledger
 
 SCOPE_READ, SCOPE_WRITE, SCOPE_ADMIN = "decisions:read", "choices:write", "admin"
@@ -158,18 +156,32 @@ def check_session_write(request: Request, principal: Principal) -> None:
         check_csrf(request, request.headers.get("x-csrf-token"))
 
 
+class SigninCounter(Protocol):
+    """Failed sign-ins by client address and account (``limits.SigninLimits``, which
+    ``create_app`` keeps in ``app.state.signin_limits``)."""
+
+    def wait(self, address: str, account: str) -> int: ...
+
+    def failed(self, address: str, account: str) -> None: ...
+
+
+def _signin_limits(request: Request) -> SigninCounter:
+    limits: SigninCounter = request.app.state.signin_limits
+    return limits
+
+
+def signin_wait(request: Request, username: str) -> int:
+    """Seconds before this client may try to sign in as ``username`` again (0: now): the
+    account, or this client's address, has failed to sign in too often lately."""
+    address = request.client.host if request.client else "?"
+    return _signin_limits(request).wait(address, accounts.normal_username(username))
+
+
 def signin_allowed(request: Request, username: str) -> bool:
-    """False while this client has failed to sign in as ``username`` too often."""
-    settings: WebSettings = request.app.state.settings
-    failures: dict[tuple[str, str], list[float]] = request.app.state.signin_failures
-    key = (request.client.host if request.client else "?", username.lower())
-    now = time.monotonic()
-    recent = [t for t in failures.get(key, []) if now - t < settings.signin_window_s]
-    failures[key] = recent
-    return len(recent) < settings.signin_attempts
+    """False while the account or this client has failed to sign in too often."""
+    return signin_wait(request, username) == 0
 
 
 def note_signin_failure(request: Request, username: str) -> None:
-    failures: dict[tuple[str, str], list[float]] = request.app.state.signin_failures
-    key = (request.client.host if request.client else "?", username.lower())
-    failures.setdefault(key, []).append(time.monotonic())
+    address = request.client.host if request.client else "?"
+    _signin_limits(request).failed(address, accounts.normal_username(username))
