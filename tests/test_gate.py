@@ -1462,3 +1462,24 @@ def test_the_same_inputs_give_the_same_snapshot_id(
     assert set(out4) == {"p2", "p5", "p10"}  # bob's posts went; his @handle did too
     assert out4["p2"] == f"Great talk by {R} and {R}, thanks!"
     assert out4["p10"] == f"Cyd meets @cyd and {R}"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv"])
+def test_a_record_over_the_size_limit_is_malformed_and_the_build_goes_on(
+    led: Ledger, tmp_path: Path, snaps: Path, fmt: str
+) -> None:
+    """One 10 MiB record used to run DuckDB out of memory and fail the whole build; now a
+    record longer than MAX_RECORD_BYTES is counted malformed and left out (issue 15)."""
+    from askfirst.gate.corpus import MAX_RECORD_BYTES
+
+    huge = rec("big", "bob", "x" * (10 << 20))
+    assert len(huge["text"]) > MAX_RECORD_BYTES
+    just = rec("edge", "bob", "y" * (MAX_RECORD_BYTES // 2))  # long, within the limit
+    rows = [*CORPUS, huge, just]
+    path = tmp_path / f"c.{fmt}"
+    {"jsonl": write_jsonl, "parquet": write_parquet, "csv": write_csv}[fmt](path, rows)
+    manifest, out = build(led, path, snaps / fmt)
+    plain, _ = build(led, write_jsonl(tmp_path / "plain.jsonl", CORPUS), snaps / "plain")
+    assert nonzero(manifest)["malformed"] == nonzero(plain).get("malformed", 0) + 1
+    assert "big" not in out and out["edge"] == just["text"]
+    assert {k: v for k, v in out.items() if k != "edge"} == CORPUS_OUT

@@ -1073,3 +1073,23 @@ def test_the_rule_tables_read_alike_on_spark(spark: SparkSession) -> None:
     assert [r["k"] for r in one_row] == [
         shard_key(r["subject"]) if r["subject"] is not None else None for r in rows
     ]
+
+
+def test_a_record_over_the_size_limit_is_malformed_on_both_engines(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
+) -> None:
+    """The record size limit reads alike on Spark: the same snapshot, one more malformed."""
+    from test_gate import write_jsonl
+
+    rows = [*CORPUS, rec("big", "bob", "x" * (3 << 20))]
+    built = build_each(led, write_jsonl(tmp_path / "c.jsonl", rows), snaps, spark)
+    manifests = []
+    for engine in ENGINES:
+        result = built[engine]
+        assert not isinstance(result, InputError), result
+        manifest, table = result
+        assert "big" not in texts(table)
+        manifests.append(manifest)
+    assert manifests[0].snapshot_id == manifests[1].snapshot_id
+    assert nonzero(manifests[0]) == nonzero(manifests[1])
+    assert nonzero(manifests[1])["malformed"] >= 1

@@ -33,6 +33,9 @@ import duckdb
 from askfirst.errors import InputError
 
 REQUIRED = ("record_id", "author_id", "category", "created_at", "text")
+# The longest record the gate reads, in bytes of its JSON line (JSONL) or of its text
+# (Parquet, CSV): a longer one is malformed, counted and left out, and the build goes on.
+MAX_RECORD_BYTES = 1 << 20
 SUFFIXES = {
     ".parquet": "parquet",
     ".jsonl": "jsonl",
@@ -139,7 +142,7 @@ def _checked(select: str) -> str:
 SELECT record_id, author_id, category, created_at, text, coalesce(mentions, []) AS mentions,
   (record_id IS NULL OR record_id = '' OR author_id IS NULL OR author_id = ''
    OR category IS NULL OR category = '' OR created_at IS NULL OR text IS NULL
-   OR mentions_bad) AS malformed
+   OR strlen(text) > {MAX_RECORD_BYTES} OR mentions_bad) AS malformed
 FROM ({select})"""
 
 
@@ -227,7 +230,13 @@ def _jsonl(files: tuple[str, ...]) -> str:
         columns = jsonl_columns(f)
         if columns is not None:
             _missing(columns, f)
-    src = f"read_ndjson_objects({_quote_list(files)}, ignore_errors = true)"
+    # A record longer than MAX_RECORD_BYTES is malformed, and is not parsed at all: each
+    # JSON function parses the whole line again, and a 10 MiB line read a dozen times
+    # ran DuckDB out of its memory.
+    src = (
+        f"(SELECT CASE WHEN strlen(json) <= {MAX_RECORD_BYTES} THEN json END AS json "
+        f"FROM read_ndjson_objects({_quote_list(files)}, ignore_errors = true))"
+    )
 
     def text(field: str) -> str:
         return (

@@ -25,7 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from askfirst.errors import InputError
-from askfirst.gate.corpus import ISO_WITH_ZONE, REQUIRED, Corpus, csv_header, jsonl_columns
+from askfirst.gate.corpus import (
+    ISO_WITH_ZONE,
+    MAX_RECORD_BYTES,
+    REQUIRED,
+    Corpus,
+    csv_header,
+    jsonl_columns,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -56,6 +63,7 @@ def _checked(df: DataFrame, mentions_bad: Column) -> DataFrame:
         | blank("category")
         | F.col("created_at").isNull()
         | F.col("text").isNull()
+        | (F.octet_length("text") > MAX_RECORD_BYTES)
         | mentions_bad
     )
     return df.select(
