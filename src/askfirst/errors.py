@@ -19,9 +19,36 @@ Every error says what was wrong and, where it can, what to do about it. The CLI 
 
 from __future__ import annotations
 
+import re
+
+SHOWN = 80  # characters of a quoted input an error message echoes, at most
+
+# A quoted value in a message (as ``{value!r}`` writes it), longer than SHOWN: the
+# opening quote starts the message or follows a space or ``(`[=:,``, the closing one ends
+# it or comes before a space or ``,;:.)]`` (so the text between two quoted values is not
+# taken for one).
+_OPEN = r"(?<![^\s(\[=:,])"
+_CLOSE = r"(?![^\s,;:.)\]])"
+_QUOTED = re.compile(
+    rf"{_OPEN}'([^'\n]{{{SHOWN}}})[^'\n]+'{_CLOSE}|{_OPEN}\"([^\"\n]{{{SHOWN}}})[^\"\n]+\"{_CLOSE}"
+)
+
+
+def shorten_quoted(message: str) -> str:
+    """``message`` with every quoted value longer than :data:`SHOWN` characters cut to
+    that many and an ellipsis: an error names what was wrong without echoing a huge input.
+    """
+    return _QUOTED.sub(lambda m: f"'{m[1]}…'" if m[1] is not None else f'"{m[2]}…"', message)
+
 
 class AskfirstError(Exception):
-    """Base of every error askfirst raises on purpose."""
+    """Base of every error askfirst raises on purpose. A quoted input in its message is
+    cut to :data:`SHOWN` characters (``shorten_quoted``), whoever raised it."""
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (shorten_quoted(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class PolicyError(AskfirstError):

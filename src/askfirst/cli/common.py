@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -97,12 +98,32 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+# C0 and C1 control characters: no id, name, purpose or path given on a command line
+# holds one (PostgreSQL cannot even look up a text with a NUL in it).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _refuse_control_characters(kwargs: Mapping[str, object]) -> None:
+    for name, value in kwargs.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            text = str(v) if isinstance(v, str | Path) else None
+            found = _CONTROL.search(text) if text is not None else None
+            if found is not None:
+                raise InputError(
+                    f"{name.replace('_', '-')} {text!r} contains a control character "
+                    f"(U+{ord(found[0]):04X})"
+                )
+
+
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn library errors into one line on stderr and exit code 1."""
+    """Turn library errors into one line on stderr and exit code 1; refuse a control
+    character in any argument before the command runs."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            _refuse_control_characters(kwargs)
             return fn(*args, **kwargs)
         except AskfirstError as e:
             fail(str(e))

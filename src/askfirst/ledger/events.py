@@ -15,11 +15,20 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    field_validator,
+)
 
 from askfirst import jurisdictions, times
 from askfirst.errors import InputError
@@ -269,6 +278,25 @@ _VALUE_CHECKS: dict[str, Callable[[str | None], bool]] = {
 }
 _WITH_PURPOSE = (EventType.CHOICE, EventType.NOTICE)
 _HAS_SPACE = re.compile(r"\s")
+# C0 and C1 control characters (NUL, escape, ...): refused in every id and name, on
+# every database alike (PostgreSQL cannot store a NUL at all).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+OLDEST_BIRTH = date(1900, 1, 1)
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in ``text``, written as U+XXXX; None if there is none."""
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found[0]):04X}"
+
+
+def check_text(name: str, text: str | None) -> None:
+    """Raise InputError if ``text`` (an id, handle, name or purpose) holds a control character."""
+    if text is None:
+        return
+    bad = control_character(text)
+    if bad is not None:
+        raise InputError(f"{name} {text!r} contains a control character ({bad})")
 
 
 def check_shape(new: NewEvent) -> None:
@@ -283,6 +311,14 @@ def check_shape(new: NewEvent) -> None:
     ):
         if not isinstance(text, str) or not text.strip() or len(text) > limit:
             raise InputError(f"{name} must be 1 to {limit} characters, not {text!r}")
+    for name, maybe in (
+        ("subject", new.subject),
+        ("actor", new.actor),
+        ("source", new.source),
+        ("purpose", new.purpose),
+        ("value", new.value),
+    ):
+        check_text(name, maybe)
     if _HAS_SPACE.search(new.subject):
         raise InputError(f"subject {new.subject!r} may not contain spaces")
     with_purpose = new.type in _WITH_PURPOSE
@@ -296,6 +332,15 @@ def check_shape(new: NewEvent) -> None:
         raise InputError(f"subject id {new.subject!r} is reserved for the platform's actors")
     if new.type == EventType.RECEIPT_KEY and new.subject != SERVICE:
         raise InputError(f"a receipt-key event is the service's own: its subject is {SERVICE!r}")
+
+
+def check_subject_text(subject: SubjectIn) -> None:
+    """Raise InputError if a subject's id, handle or a name holds a control character
+    (for a SubjectIn made without validation, e.g. ``model_construct``)."""
+    check_text("subject", subject.id)
+    check_text("handle", subject.handle)
+    for name in subject.names:
+        check_text("name", name)
 
 
 def _is_code(value: str) -> bool:
@@ -316,7 +361,18 @@ def minor_value(*, minor: bool | None, birth_date: date | None) -> str | None:
 
 # ---- input forms (JSONL lines, API bodies) ---------------------------------------------
 
-_Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+def _no_control(text: str) -> str:
+    bad = control_character(text)
+    if bad is not None:
+        raise ValueError(f"contains a control character ({bad})")
+    return text
+
+
+# Text a person or a program gave: no control characters.
+_Text = Annotated[str, AfterValidator(_no_control)]
+_Id = Annotated[_Text, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+_Purpose = Annotated[_Text, Field(min_length=1, max_length=255)]
 
 
 class _In(BaseModel):
@@ -325,7 +381,7 @@ class _In(BaseModel):
 
     subject: _Id
     actor: _Id | None = None
-    source: str | None = Field(default=None, max_length=64)
+    source: _Text | None = Field(default=None, max_length=64)
     recorded_at: datetime | None = None
 
     @field_validator("recorded_at", mode="before")
@@ -349,9 +405,9 @@ class _In(BaseModel):
 
 class ChoiceIn(_In):
     type: Literal["choice"]
-    purpose: str
+    purpose: _Purpose
     action: Literal["grant", "withdraw", "object"]
-    version: int | None = Field(default=None, ge=1)
+    version: StrictInt | None = Field(default=None, ge=1)
 
     def to_new(self, source: str) -> NewEvent:
         return self._new(
@@ -373,8 +429,8 @@ class GpcIn(_In):
 
 class NoticeIn(_In):
     type: Literal["notice-delivered"]
-    purpose: str
-    version: int | None = Field(default=None, ge=1)
+    purpose: _Purpose
+    version: StrictInt | None = Field(default=None, ge=1)
 
     def to_new(self, source: str) -> NewEvent:
         return self._new(
@@ -457,8 +513,8 @@ class SubjectIn(BaseModel):
     id: _Id
     kind: Literal["member", "organization", "person"] = "member"
     jurisdiction: str | None = None
-    handle: str | None = Field(default=None, min_length=1, max_length=255)
-    names: list[Annotated[str, Field(min_length=1, max_length=255)]] = []
+    handle: _Text | None = Field(default=None, min_length=1, max_length=255)
+    names: list[Annotated[_Text, Field(min_length=1, max_length=255)]] = []
     birth_date: date | None = None
     minor: StrictBool | None = None
     status: Literal["active", "deactivated", "closed", "deceased"] = "active"
@@ -473,6 +529,17 @@ class SubjectIn(BaseModel):
     def _birth(cls, v: object) -> object:
         if v is not None and not isinstance(v, str | date):
             raise ValueError("birth_date must be a date, e.g. 1990-04-01")
+        return v
+
+    @field_validator("birth_date")
+    @classmethod
+    def _born_when(cls, v: date | None) -> date | None:
+        if v is None:
+            return v
+        if v > (times.now() + timedelta(days=1)).date():  # a day: anywhere on Earth
+            raise ValueError(f"{v.isoformat()} is in the future")
+        if v < OLDEST_BIRTH:
+            raise ValueError(f"{v.isoformat()} is before {OLDEST_BIRTH.isoformat()}")
         return v
 
     @field_validator("handle")

@@ -25,6 +25,7 @@ from askfirst.ledger.events import (
     NewEvent,
     SubjectIn,
     check_shape,
+    check_subject_text,
     is_platform_actor,
     parse_authority,
 )
@@ -187,6 +188,10 @@ class Ledger:
         new: list[NewEvent] = []
         owner: list[int] = []
         for i, s in enumerate(batch):
+            try:
+                check_subject_text(s)  # before any look-up: PostgreSQL cannot take a NUL
+            except InputError as e:
+                raise _at(i, e) from None
             if s.id in seen_ids:
                 raise _at(i, InputError(f"subject {s.id!r} appears twice"))
             if s.handle and s.handle in seen_handles:
@@ -222,6 +227,7 @@ class Ledger:
     def check_in(self, conn: Connection, new: NewEvent) -> NewEvent:
         """``new`` as ``append_in`` would chain it (defaults filled in), or the error it
         would raise; nothing is written. Inside the caller's write transaction."""
+        check_shape(new)  # before the look-up: PostgreSQL cannot take a NUL
         return self._check(new, self._load_subjects(conn, [new]))
 
     def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
@@ -232,6 +238,11 @@ class Ledger:
         h = self.lock_head(conn)
         seq, prev, last_at = h.seq, h.hash, h.recorded_at
         now = times.to_micros(times.now())
+        for i, new in enumerate(batch):  # before the look-up: PostgreSQL cannot take a NUL
+            try:
+                check_shape(new)
+            except InputError as e:
+                raise _at(i, e) from None
         known = self._load_subjects(conn, batch)
         rows: list[dict[str, Any]] = []
         chained: list[Event] = []
