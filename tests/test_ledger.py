@@ -59,6 +59,7 @@ LEDGER_TABLES = (
 OTHER_TABLES = (
     "accounts",
     "api_tokens",
+    "sessions",
     "content",
     "snapshots",
     "lineage",

@@ -1,9 +1,15 @@
-"""Sign-in accounts (members and staff) and API tokens, for the embedded mode.
+"""Sign-in accounts (members and staff), their sessions and API tokens, for the embedded mode.
 
 Passwords are hashed with Argon2id; API tokens are random 256-bit strings shown once and
 stored only as their SHA-256 (a token is not guessable, so a fast hash is enough to make
 a stolen table useless). A member account belongs to one subject; a token may be bound to
 one subject, and then acts only for it.
+
+A sign-in session is held server-side so that it can be ended: a random 256-bit id that
+the browser's (signed) cookie carries, stored as its SHA-256 with the account and when it
+was made and last used. It ends when its member signs out, when the account's password
+changes, when the account's subject is closed, after an absolute lifetime and after an
+idle time without a request; an ended session is a signed-out visitor.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from askfirst import times
 from askfirst.errors import InputError, UnknownSubject
 from askfirst.ledger import Ledger, store
-from askfirst.ledger.tables import accounts, api_tokens
+from askfirst.ledger.tables import accounts, api_tokens, sessions, subject_state
 
 SCOPES = ("decisions:read", "choices:write", "admin")
 TOKEN_PREFIX = "afk_"
@@ -128,6 +134,20 @@ def get_account(ledger: Ledger, account_id: int) -> Account | None:
     return Account(row.id, row.username, row.kind, row.subject_id) if row else None
 
 
+def change_password(ledger: Ledger, username: str, password: str) -> Account:
+    """Set a new password for the account and end all its sessions (signed in anywhere,
+    it must sign in again with the new password)."""
+    hashed = hash_password(password)
+    name = normal_username(username)
+    with ledger.engine.begin() as conn:
+        row = conn.execute(select(accounts).where(accounts.c.username == name)).first()
+        if row is None:
+            raise InputError(f"no account named {name!r}")
+        conn.execute(update(accounts).where(accounts.c.id == row.id).values(password_hash=hashed))
+        end_sessions(conn, row.id)
+    return Account(row.id, row.username, row.kind, row.subject_id)
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -194,3 +214,82 @@ _TOKEN = store.Prepared(  # looked up on every API request
         api_tokens.c.token_hash == bindparam("h"), api_tokens.c.revoked_at.is_(None)
     )
 )
+
+
+# ---- sessions ---------------------------------------------------------------------------
+
+# A closed account's sessions end at once (deactivated members may come back; a
+# deceased member's account may still be run by whoever manages the memorial page).
+ENDS_SESSIONS = ("closed",)
+# last_seen_at is written at most this often, so that a page's many requests cost one write.
+_TOUCH_EVERY_US = 60 * times.MICROS
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a session lasts: in all, and without a request."""
+
+    lifetime_s: int = 8 * 3600
+    idle_s: int = 30 * 60
+
+
+def start_session(ledger: Ledger, account_id: int) -> str:
+    """A new session for the account; returns its id, which only the cookie keeps."""
+    session_id = secrets.token_urlsafe(32)
+    now = times.to_micros(times.now())
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            insert(sessions).values(
+                id_hash=_digest(session_id), account_id=account_id, created_at=now, last_seen_at=now
+            )
+        )
+    return session_id
+
+
+def end_session(ledger: Ledger, session_id: str) -> None:
+    """End one session (signing out); an unknown id is no error."""
+    with ledger.engine.begin() as conn:
+        conn.execute(delete(sessions).where(sessions.c.id_hash == _digest(session_id)))
+
+
+def end_sessions(conn: Connection, account_id: int) -> int:
+    """End every session of the account, inside the caller's transaction; how many ended."""
+    done = conn.execute(delete(sessions).where(sessions.c.account_id == account_id))
+    return done.rowcount or 0
+
+
+def session_account(
+    ledger: Ledger, session_id: str, limits: SessionLimits, *, now_us: int | None = None
+) -> Account | None:
+    """The account behind a live session, noting that it was used; None when the session
+    is unknown, ended, past its lifetime or idle time, or its account is gone or closed
+    (an expired or closed one is deleted on the way)."""
+    now = times.to_micros(times.now()) if now_us is None else now_us
+    digest = _digest(session_id)
+    q = (
+        select(sessions.c.created_at, sessions.c.last_seen_at, accounts, subject_state.c.status)
+        .join(accounts, accounts.c.id == sessions.c.account_id)
+        .outerjoin(subject_state, subject_state.c.subject_id == accounts.c.subject_id)
+        .where(sessions.c.id_hash == digest)
+    )
+    with ledger.engine.connect() as conn:
+        row = conn.execute(q).first()
+    if row is None:
+        return None
+    expired = (
+        now - row.created_at >= limits.lifetime_s * times.MICROS
+        or now - row.last_seen_at >= limits.idle_s * times.MICROS
+    )
+    if expired or row.status in ENDS_SESSIONS:
+        with ledger.engine.begin() as conn:
+            if expired:
+                conn.execute(delete(sessions).where(sessions.c.id_hash == digest))
+            else:
+                end_sessions(conn, row.id)
+        return None
+    if now - row.last_seen_at >= _TOUCH_EVERY_US:
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                update(sessions).where(sessions.c.id_hash == digest).values(last_seen_at=now)
+            )
+    return Account(row.id, row.username, row.kind, row.subject_id)

@@ -76,6 +76,23 @@ WEBHOOK_ALLOW_PRIVATE = Setting(
     "default, when a partner is added and again on every send.",
 )
 
+SESSION_LIFETIME = Setting(
+    name="session_lifetime",
+    env="ASKFIRST_SESSION_LIFETIME",
+    option=None,
+    default="28800",
+    help="Seconds a sign-in session lasts in all (8 hours), however busy; then the member "
+    "signs in again.",
+)
+SESSION_IDLE = Setting(
+    name="session_idle",
+    env="ASKFIRST_SESSION_IDLE",
+    option=None,
+    default="1800",
+    help="Seconds a sign-in session lasts without a request (30 minutes).",
+)
+
+
 MAX_BODY_BYTES = Setting(
     name="max_body_bytes",
     env="ASKFIRST_MAX_BODY_BYTES",
@@ -125,6 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
     KEY_DIR,
     SECURE_COOKIES,
     SQLITE_SYNCHRONOUS,
+    SESSION_LIFETIME,
+    SESSION_IDLE,
     WEBHOOK_ALLOW_PRIVATE,
     MAX_BODY_BYTES,
     SIGNIN_ATTEMPTS,
@@ -149,4 +168,7 @@ class WebSettings:
     anonymous_requests: int = field(default_factory=lambda: number(ANONYMOUS_REQUESTS))
     anonymous_window_s: int = 60
     max_body_bytes: int = field(default_factory=lambda: number(MAX_BODY_BYTES))
+    # a sign-in session ends this many seconds after sign-in, or after this many idle
+    session_lifetime_s: int = field(default_factory=lambda: number(SESSION_LIFETIME))
+    session_idle_s: int = field(default_factory=lambda: number(SESSION_IDLE))
     send_notices: bool = False  # send partners' notices from a thread (``askfirst serve``)

@@ -109,7 +109,7 @@ authority_state = Table(
 )
 Index("ix_authority_delegate", authority_state.c.delegate_id)
 
-# ---- outside the chain: sign-in accounts, API tokens, and the demo platform's content --
+# ---- outside the chain: sign-in accounts and sessions, API tokens, the demo's content ------
 
 accounts = Table(
     "accounts",
@@ -133,6 +133,18 @@ api_tokens = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
 )
+
+# A signed-in browser's session: the cookie holds a random id, the table its SHA-256, so
+# that signing out (or a password change, or closing the account) ends it server-side.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("account_id", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+)
+Index("ix_sessions_account", sessions.c.account_id)
 
 content = Table(
     "content",

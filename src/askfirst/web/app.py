@@ -142,7 +142,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         SessionMiddleware,
         secret_key=session_secret(settings.key_dir),
         session_cookie="askfirst_session",
-        max_age=8 * 3600,
+        max_age=settings.session_lifetime_s,
         same_site="lax",
         https_only=settings.secure_cookies,
     )

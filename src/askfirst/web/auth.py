@@ -15,6 +15,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, HTTPException, Request
 
 from askfirst import accounts, privacy
+from askfirst.config import WebSettings
 from askfirst.ledger import Ledger
 
 SCOPE_READ, SCOPE_WRITE, SCOPE_ADMIN = "decisions:read", "choices:write", "admin"
@@ -69,6 +70,36 @@ def _member(ledger: Ledger, account: accounts.Account) -> Principal:
     )
 
 
+def start_session(request: Request, ledger: Ledger, account: accounts.Account) -> None:
+    """Sign ``account`` in: a fresh cookie (no fixation) carrying only a new session's id."""
+    request.session.clear()
+    request.session["sid"] = accounts.start_session(ledger, account.id)
+
+
+def end_session(request: Request, ledger: Ledger) -> None:
+    """Sign out: the session is deleted server-side, so a copy of the cookie is worthless."""
+    session_id = request.session.get("sid")
+    if isinstance(session_id, str):
+        accounts.end_session(ledger, session_id)
+    request.session.clear()
+
+
+def session_account(request: Request, ledger: Ledger) -> accounts.Account | None:
+    """The account behind the session cookie; None (and the cookie cleared) when it names
+    no live session: signed out, expired, its account gone or closed, or an old cookie."""
+    session_id = request.session.get("sid")
+    if not isinstance(session_id, str):
+        if "account" in request.session:  # a cookie from before server-side sessions
+            request.session.clear()
+        return None
+    settings: WebSettings = request.app.state.settings
+    limits = accounts.SessionLimits(settings.session_lifetime_s, settings.session_idle_s)
+    account = accounts.session_account(ledger, session_id, limits)
+    if account is None:
+        request.session.clear()
+    return account
+
+
 def current(request: Request, ledger: LedgerDep) -> Principal | None:
     """The principal behind this request, or None for an anonymous visitor."""
     header = request.headers.get("authorization", "")
@@ -83,12 +114,8 @@ def current(request: Request, ledger: LedgerDep) -> Principal | None:
             )
         bound = frozenset({token.subject_id}) if token.subject_id else frozenset()
         return Principal("token", token.name, token.subject_id, token.scopes, bound)
-    account_id = request.session.get("account")
-    if not isinstance(account_id, int):
-        return None
-    account = accounts.get_account(ledger, account_id)
+    account = session_account(request, ledger)
     if account is None:
-        request.session.clear()
         return None
     if account.kind == "staff":
         return Principal(

@@ -29,8 +29,10 @@ from askfirst.web.auth import (
     Principal,
     check_csrf,
     csrf_token,
+    end_session,
     note_signin_failure,
     signin_allowed,
+    start_session,
 )
 from askfirst.web.auth import (
     csrf_token as session_csrf,  # the sign-in form's field shadows the name
@@ -170,16 +172,17 @@ def signin(
         return _templates(request).TemplateResponse(
             request, "signin.html", context, status_code=401
         )
-    request.session.clear()  # a fresh session: no fixation
-    request.session["account"] = account.id
+    start_session(request, ledger, account)
     target = "/admin" if account.kind == "staff" else _safe_next(next)
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/signout")
-def signout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+def signout(
+    request: Request, ledger: LedgerDep, csrf_token: Annotated[str, Form()] = ""
+) -> Response:
     check_csrf(request, csrf_token)
-    request.session.clear()
+    end_session(request, ledger)
     return RedirectResponse("/", status_code=303)
 
 
