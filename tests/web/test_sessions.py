@@ -172,3 +172,25 @@ def test_a_fresh_sign_in_gets_a_new_session_id(app: FastAPI) -> None:
     assert c.cookies.get(COOKIE) != before
     assert _live_sessions(app, _account_id(app, "anna.keller")) == 1
     c.close()
+
+
+def test_a_closed_account_cannot_sign_in_again(app: FastAPI) -> None:
+    ledger: Ledger = app.state.ledger
+    ledger.append(
+        NewEvent(type="status", subject=ANNA, value="closed", actor="system", source="platform")
+    )
+    with WebClient(app) as c:
+        form = c.get("/signin")
+        r = c.post(
+            "/signin",
+            data={
+                "username": "anna.keller",
+                "password": MEMBER_PASSWORD,
+                "csrf_token": csrf_in(form.text),
+            },
+            follow_redirects=False,
+        )
+        assert r.status_code == 403
+        assert "This account is closed" in r.text
+        assert _live_sessions(app, _account_id(app, "anna.keller")) == 0
+        assert c.get("/settings", follow_redirects=False).status_code == 303

@@ -159,18 +159,26 @@ def signin(
             429, "too many failed sign-ins; wait a few minutes", headers={"Retry-After": "300"}
         )
     account = accounts.authenticate(ledger, username, password)
+    error, status = None, 401
     if account is None:
         note_signin_failure(request, username)
+        error = "That username and password do not match."
+    elif (
+        account.subject_id is not None
+        and privacy.profile(ledger, account.subject_id).status in accounts.ENDS_SESSIONS
+    ):
+        error, status = "This account is closed: it can no longer sign in.", 403
+    if account is None or error:
         context = {
             "data": {"next": _safe_next(next)},
             "principal": None,
             "csrf": session_csrf(request),
             "json_url": "/signin.json",
             "page": "signin",
-            "error": "That username and password do not match.",
+            "error": error,
         }
         return _templates(request).TemplateResponse(
-            request, "signin.html", context, status_code=401
+            request, "signin.html", context, status_code=status
         )
     start_session(request, ledger, account)
     target = "/admin" if account.kind == "staff" else _safe_next(next)
