@@ -209,3 +209,30 @@ def test_token_needs_a_known_subject_and_a_free_name(members: Ledger) -> None:
     with pytest.raises(InputError, match="already exists"):
         create_token(members, "svc", ["decisions:read"])
     assert len(rows(members, api_tokens)) == 1
+
+
+def test_a_password_changed_from_the_command_line_ends_every_session(members: Ledger) -> None:
+    from typer.testing import CliRunner
+
+    from askfirst.accounts import SessionLimits, session_account, start_session
+    from askfirst.cli import app
+
+    account = create_account(members, "anna", "first password 1", kind="member", subject="m1")
+    sid = start_session(members, account.id)
+    limits = SessionLimits(lifetime_s=3600, idle_s=3600)
+    assert session_account(members, sid, limits) is not None
+    result = CliRunner().invoke(
+        app,
+        ["accounts", "password", "Anna", "--password-stdin", "--db", members.url],
+        input="second password 2\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "its sessions have ended" in result.output
+    assert session_account(members, sid, limits) is None
+    assert authenticate(members, "anna", "first password 1") is None
+    assert authenticate(members, "anna", "second password 2") is not None
+    refused = CliRunner().invoke(
+        app, ["accounts", "password", "nobody", "--password-stdin", "--db", members.url],
+        input="long enough password\n",
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "no account named 'nobody'" in refused.output

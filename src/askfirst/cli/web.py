@@ -151,6 +151,21 @@ def accounts_create(
     out.print(f"member account {account.username!r} created for {subject}", markup=False)
 
 
+@accounts_app.command("password")
+@handles_errors
+def accounts_password(
+    username: Annotated[str, typer.Argument(help="The account's sign-in name.")],
+    password_stdin: PasswordStdin = False,
+    db: Db = DB_DEFAULT,
+) -> None:
+    """Set a new password for a member or staff account; every session it has ends."""
+    from askfirst import accounts
+
+    with ledger_from(db, None) as ledger:
+        account = accounts.change_password(ledger, username, _password(password_stdin))
+    out.print(f"password of {account.username!r} changed; its sessions have ended", markup=False)
+
+
 @tokens_app.command("create")
 @handles_errors
 def tokens_create(
