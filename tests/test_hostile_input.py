@@ -164,3 +164,16 @@ def test_an_error_does_not_echo_a_huge_input_back_whole(ready: str) -> None:
     res = run("decide", "--subject", "m1", "--purpose", huge, "--db", ready)
     line = one_line_error(res, "purpose")
     assert len(line) < 500 and "x" * 80 + "…" in line, len(line)
+
+
+def test_a_nul_in_a_subject_id_to_decide_is_refused_alike_on_every_database(
+    ledger: Ledger,
+) -> None:
+    from askfirst import decide, decide_many
+
+    ledger.register([SubjectIn(id="m1", jurisdiction="DE")])
+    with pytest.raises(InputError, match=r"control character \(U\+0000\)"):
+        decide(ledger, "m1\x00", GENAI)
+    with pytest.raises(InputError, match=r"control character \(U\+0000\)"):
+        decide_many(ledger, GENAI, ["m1", "m1\x00"])
+    assert decide(ledger, "m1", GENAI).reason == "no-consent"  # DE: opt-in

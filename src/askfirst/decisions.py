@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from askfirst import times
 from askfirst.ledger import state as st
 from askfirst.ledger import store
-from askfirst.ledger.events import Head
+from askfirst.ledger.events import Head, check_text
 from askfirst.ledger.ledger import Ledger
 from askfirst.policy import Purpose
 from askfirst.rules import (
@@ -95,6 +95,8 @@ def decide_many(
     a listed subject the ledger does not know is ``unknown-subject``.
     """
     p = ledger.policy.purpose(purpose)
+    for subject in subjects or ():
+        check_text("subject", subject)  # alike on every database: PostgreSQL refuses a NUL
     if at is None:
         # "Now" is taken after the read, so that every event the read saw is before it.
         state = read_state(ledger, p, None, subjects)

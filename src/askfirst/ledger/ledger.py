@@ -26,6 +26,7 @@ from askfirst.ledger.events import (
     SubjectIn,
     check_shape,
     check_subject_text,
+    check_text,
     is_platform_actor,
     parse_authority,
 )
@@ -148,12 +149,14 @@ class Ledger:
 
     def subject_events(self, subject: str, *, until: int | None = None) -> list[Event]:
         """Every event about ``subject`` (recorded at or before ``until``), in order."""
+        check_text("subject", subject)  # alike on every database: PostgreSQL refuses a NUL
         bound = (1 << 63) - 1 if until is None else until
         with self.engine.connect() as conn:
             rows = _SUBJECT_EVENTS.all(conn, {"sid": subject, "until": bound})
         return [Event(*row) for row in rows]
 
     def subject_exists(self, subject: str) -> bool:
+        check_text("subject", subject)
         q = select(subject_state.c.subject_id).where(subject_state.c.subject_id == subject)
         with self.engine.connect() as conn:
             return conn.execute(q).first() is not None
