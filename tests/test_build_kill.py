@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from askfirst import Ledger, build_snapshot, read_snapshot, snapshots_of
+from askfirst.cli import app
 from askfirst.gate.build import reconcile
 from askfirst.ledger.tables import snapshots
 from askfirst.lineage import list_snapshots
@@ -41,11 +43,28 @@ with open_ledger(sys.argv[1]) as led:
 """
 
 
-def kill_at(db_url: str, corpus: Path, out: Path, step: str, sig: signal.Signals) -> None:
+REBUILD = """
+import sys
+from askfirst import open_ledger
+from askfirst.gate.rebuild import rebuild_snapshot
+with open_ledger(sys.argv[1]) as led:
+    rebuild_snapshot(led, sys.argv[2])
+"""
+
+
+def kill_at(
+    db_url: str,
+    corpus: Path,
+    out: Path,
+    step: str,
+    sig: signal.Signals,
+    child: tuple[str, ...] = (),
+) -> None:
     """Start a build that waits at ``step``; send it ``sig`` there; wait for it to end."""
     env = {**os.environ, "ASKFIRST_TEST_PAUSE_AT": step}
+    args = child or ("-c", CHILD, db_url, str(corpus), str(out), AS_OF.isoformat())
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, db_url, str(corpus), str(out), AS_OF.isoformat()],
+        [sys.executable, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -74,10 +93,16 @@ def assert_agree(led: Ledger, parent: Path) -> None:
         manifest, _ = read_snapshot(r["path"])
         assert manifest.snapshot_id == r["snapshot_id"]
         assert sorted(p.name for p in Path(r["path"]).iterdir()) == ["data", "manifest.json"]
+    retired = [r for r in list_snapshots(led) if r["status"] == "retired"]
+    for r in retired:  # only the manifest stays, with a note of why
+        assert sorted(p.name for p in Path(r["path"]).iterdir()) == [
+            "manifest.json",
+            "retired.json",
+        ]
     on_disk = sorted(parent.iterdir()) if parent.exists() else []  # a clean failure removes it
     assert [p.name for p in on_disk if p.name.startswith(".")] == []
     assert not any("askfirst-spill-" in str(p) for p in parent.rglob("*"))
-    assert {str(p.resolve()) for p in on_disk} == {r["path"] for r in live}
+    assert {str(p.resolve()) for p in on_disk} == {r["path"] for r in live + retired}
     # each live snapshot's lineage is there: a withdrawal would reach it
     held = {s["snapshot_id"] for s in snapshots_of(led, "bob") if s["status"] == "live"}
     assert held == {r["snapshot_id"] for r in live}
@@ -163,4 +188,45 @@ def test_a_build_still_running_is_left_alone_by_a_reconcile(
             proc.wait(TIMEOUT)
     done = reconcile(led, [parent])
     assert len(done.entries) == 1
+    assert_agree(led, parent)
+
+
+def test_snapshot_reconcile_clears_a_killed_build_from_the_command_line(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    world(ledger)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", CORPUS)
+    parent = tmp_path / "snaps"
+    out = parent / "s1"
+    kill_at(db_url, corpus, out, "moved", signal.SIGTERM)
+
+    res = CliRunner().invoke(
+        app, ["snapshot", "reconcile", "--folder", str(parent), "--db", db_url]
+    )
+
+    assert res.exit_code == 0, res.output
+    done = json.loads(res.stdout)
+    assert len(done["entries_removed"]) == 1
+    assert done["folders_removed"] == [str(out.resolve())]
+    assert not out.exists()
+    assert_agree(ledger, parent)
+
+
+def test_a_rebuild_killed_after_its_commit_leaves_no_data_in_the_snapshot_it_retired(
+    ledger: Ledger, db_url: str, tmp_path: Path
+) -> None:
+    led = world(ledger)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", CORPUS)
+    parent = tmp_path / "snaps"
+    old = build_snapshot(led, GENAI, corpus, parent / "s1", as_of=AS_OF)
+    rebuild = ("-c", REBUILD, db_url, old.snapshot_id)
+
+    kill_at(db_url, corpus, parent / "s1", "committed", signal.SIGKILL, rebuild)
+    assert (parent / "s1" / "data").is_dir()  # retired in the registry, not yet on disk
+
+    reconcile(led)
+
+    assert not (parent / "s1" / "data").exists()
+    status = {Path(r["path"]).name: r["status"] for r in list_snapshots(led)}
+    assert status == {"s1": "retired", "s1.r2": "live"}
     assert_agree(led, parent)

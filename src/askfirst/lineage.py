@@ -359,6 +359,44 @@ def drop_build(ledger: Ledger, number: int) -> bool:
     return bool(done)
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A registered snapshot's folder, and (if retired) the id it was rebuilt into."""
+
+    path: str
+    status: str
+    snapshot_id: str
+    replaced_by: str | None
+    shared: bool  # another entry, not retired, names the same folder
+
+
+def registered_folders(ledger: Ledger) -> list[Folder]:
+    """The folder of every registered snapshot (not of builds in progress)."""
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                snapshots.c.path,
+                snapshots.c.status,
+                snapshots.c.snapshot_id,
+                snapshots.c.rebuilt_from,
+                snapshots.c.replaced_by,
+            )
+        ).all()
+        names = links(conn, rows)
+    in_use = [r.path for r in rows if r.status != "retired"]
+    return [
+        Folder(
+            r.path,
+            r.status,
+            r.snapshot_id,
+            names.get(r.replaced_by) if r.replaced_by else None,
+            in_use.count(r.path) > (r.status != "retired"),
+        )
+        for r in rows
+        if r.status != BUILDING
+    ]
+
+
 def record(
     ledger: Ledger,
     manifest: Manifest,

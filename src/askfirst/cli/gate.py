@@ -158,6 +158,24 @@ def snapshot_show(
         print_json(lineage.show(ledger, snapshot_id))
 
 
+@snapshot_app.command("reconcile")
+@handles_errors
+def snapshot_reconcile(
+    folder: Annotated[
+        list[Path] | None,
+        typer.Option("--folder", help="Also clear killed builds' hidden folders here."),
+    ] = None,
+    db: Db = DB_DEFAULT,
+    policy: PolicyFile = None,
+) -> None:
+    """Finish what killed builds left (every build does this first): remove their
+    registry entries and folders, never a committed snapshot (JSON)."""
+    from askfirst.gate.build import reconcile
+
+    with ledger_from(db, policy) as ledger:
+        print_json(reconcile(ledger, folder or []).to_json())
+
+
 @export_app.command("decisions")
 @handles_errors
 def export_decisions(

@@ -259,9 +259,10 @@ class Reconciled:
 def reconcile(ledger: Ledger, folders: Iterable[str | Path] = ()) -> Reconciled:
     """Finish what killed builds left: for each ``building`` entry whose build is gone
     (its lock is free), remove its hidden folder, its target folder unless the snapshot
-    was committed, and the entry; then remove leftover hidden build folders in
-    ``folders`` and beside those entries. A build still running is left alone, and so
-    is an entry made on another host."""
+    was committed, and the entry; delete the data files a killed rebuild left in the
+    snapshot it retired; then remove leftover hidden build folders in ``folders`` and
+    beside those entries. A build still running is left alone, and so is an entry made
+    on another host."""
     entries: list[int] = []
     removed: list[str] = []
     look_in = {Path(f) for f in folders}
@@ -278,6 +279,16 @@ def reconcile(ledger: Ledger, folders: Iterable[str | Path] = ()) -> Reconciled:
                 removed.append(str(p))
         _undo(ledger, b.id, work, target, b.token)
         entries.append(b.id)
+    # a rebuild killed after its commit: the old snapshot is retired, its data files go
+    for f in lineage.registered_folders(ledger):
+        where = Path(f.path)
+        if f.status == "retired" and not f.shared and (where / "data").is_dir():
+            retire_files(where, f.snapshot_id, f.replaced_by or "")
+            removed.append(str(where / "data"))
+        # a build killed just after its commit: its lock file (not in the manifest) goes
+        if (where / _LOCK).is_file() and not _locked(where):
+            with contextlib.suppress(OSError):
+                (where / _LOCK).unlink()
     running = lineage.builds_in_progress(ledger)
     live_work = {Path(b.work) for b in running}
     building_paths = {Path(b.path) for b in running}
@@ -396,6 +407,25 @@ def _step(name: str) -> None:
     if os.environ.get(_PAUSE_AT) == name:
         print(f"askfirst-test: paused at {name}", file=sys.stderr, flush=True)
         time.sleep(600)
+
+
+def retire_files(folder: Path, old_id: str, new_id: str) -> int:
+    """Delete a retired snapshot's data files; keep its manifest, and say why."""
+    data = folder / "data"
+    deleted = 0
+    if data.is_dir():
+        deleted = sum(1 for p in data.rglob("*") if p.is_file())
+        shutil.rmtree(data)
+    if folder.is_dir():
+        note = {
+            "snapshot_id": old_id,
+            "status": "retired",
+            "retired_at": times.iso(times.now()),
+            "replaced_by": new_id,
+            "why": "rebuilt against a later ledger head; its data files were deleted",
+        }
+        (folder / "retired.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    return deleted
 
 
 def _make_folders(folder: Path) -> list[Path]:

@@ -9,9 +9,7 @@ with a ``retired.json`` beside it, for the record.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from sqlalchemy import select
 
 from askfirst import lineage, times
 from askfirst.errors import InputError
-from askfirst.gate.build import build
+from askfirst.gate.build import build, retire_files
 from askfirst.gate.manifest import SnapshotManifest
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import snapshots
@@ -112,22 +110,3 @@ def _rebuild(
     )
     deleted = retire_files(old_path, row.snapshot_id, manifest.snapshot_id)
     return Rebuilt(row.snapshot_id, manifest, target, deleted)
-
-
-def retire_files(folder: Path, old_id: str, new_id: str) -> int:
-    """Delete a retired snapshot's data files; keep its manifest, and say why."""
-    data = folder / "data"
-    deleted = 0
-    if data.is_dir():
-        deleted = sum(1 for p in data.rglob("*") if p.is_file())
-        shutil.rmtree(data)
-    if folder.is_dir():
-        note = {
-            "snapshot_id": old_id,
-            "status": "retired",
-            "retired_at": times.iso(times.now()),
-            "replaced_by": new_id,
-            "why": "rebuilt against a later ledger head; its data files were deleted",
-        }
-        (folder / "retired.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
-    return deleted
