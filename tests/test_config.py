@@ -45,3 +45,21 @@ def test_every_setting_is_an_option_with_its_help_and_environment_variable(
     assert matching, f"no command offers {flag}"
     assert all(getattr(p, "envvar", None) == setting.env for p in matching)
     assert any(getattr(p, "help", None) == setting.help for p in matching)
+
+
+def test_a_counting_setting_that_is_no_number_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ASKFIRST_MAX_BODY_BYTES=abc used to end `askfirst serve` with a ValueError traceback."""
+    from typer.testing import CliRunner
+
+    from askfirst.cli import app
+
+    monkeypatch.setenv("ASKFIRST_MAX_BODY_BYTES", "lots")
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    assert CliRunner().invoke(app, ["init", "--db", db]).exit_code == 0
+    result = CliRunner().invoke(app, ["serve", "--db", db, "--port", "1"])
+    assert result.exit_code != 0
+    assert result.output.strip() == (
+        "error: ASKFIRST_MAX_BODY_BYTES='lots': give a whole number of at least 1"
+    )

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from askfirst.errors import InputError
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -132,7 +134,7 @@ def number(setting: Setting) -> int:
     """A setting that counts something (bytes, attempts), from the environment or its default."""
     value = os.environ.get(setting.env, setting.default or "")
     if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(f"{setting.env}={value!r}: give a whole number of at least 1")
+        raise InputError(f"{setting.env}={value!r}: give a whole number of at least 1")
     return int(value)
 
 
