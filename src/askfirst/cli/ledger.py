@@ -176,8 +176,6 @@ def ledger_verify(
     """Recompute the hash chain and the projections; exit 1 on any disagreement.
 
     It does not check the snapshot registry, lineage, models, tasks or the outbox."""
-    if expected_head is not None:  # "SEQ HASH", as `ledger head` prints it, is SEQ:HASH
-        expected_head = ":".join(expected_head.split())
     with ledger_from(db, None) as ledger:
         try:
             report = ledger.verify(expected_head)

@@ -47,10 +47,12 @@ _CHUNK = 250_000
 
 
 def _parse_expected(expected: str) -> tuple[int | None, str]:
+    """HASH, SEQ:HASH, or 'SEQ HASH' as ``askfirst ledger head`` prints it."""
+    expected = ":".join(expected.split())
     if ":" in expected:
         seq, _, digest = expected.partition(":")
         if not seq.isdigit():
-            raise ValueError(f"expected head {expected!r}: use HASH or SEQ:HASH")
+            raise ValueError(f"expected head {expected!r}: use HASH, SEQ:HASH or 'SEQ HASH'")
         return int(seq), digest.lower()
     return None, expected.strip().lower()
 
