@@ -1483,3 +1483,43 @@ def test_a_record_over_the_size_limit_is_malformed_and_the_build_goes_on(
     assert nonzero(manifest)["malformed"] == nonzero(plain).get("malformed", 0) + 1
     assert "big" not in out and out["edge"] == just["text"]
     assert {k: v for k, v in out.items() if k != "edge"} == CORPUS_OUT
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "folder"])
+def test_a_record_id_named_twice_is_refused_and_nothing_is_built(
+    led: Ledger, tmp_path: Path, snaps: Path, fmt: str
+) -> None:
+    """A corpus that names one record id twice used to give a snapshot holding it twice;
+    now the build is refused, naming the id, and nothing is written or registered
+    (issue 15). In a folder, the two copies may sit in files of different formats."""
+    again = rec("p1", "cyd", "an export that ran twice")
+    rows = [*CORPUS, again, rec("p5", "cyd", "and again"), rec("p5", "cyd", "and again")]
+    if fmt == "folder":
+        path = write_folder(tmp_path / "corpus", rows, ["jsonl", "csv", "parquet-text"])
+    else:
+        path = tmp_path / f"c.{fmt}"
+        {"jsonl": write_jsonl, "parquet": write_parquet, "csv": write_csv}[fmt](path, rows)
+    before = listed(led.url)
+    line = one_line_error(
+        cli_build(led.url, path, snaps / "dup"), "record_id 'p5' appears 3 times",
+        "1 more id", "unique", "nothing was built",
+    )  # fmt: skip
+    assert str(path) in line
+    assert listed(led.url) == before
+    assert list(snaps.iterdir()) == []  # no folder, no hidden work folder
+    # Once the corpus names each id once, the same folder builds.
+    unique = tmp_path / "unique.jsonl"
+    write_jsonl(unique, [*CORPUS, rec("p99", "cyd", "an export that ran twice")])
+    ok(cli_build(led.url, unique, snaps / "dup"))
+    assert len(listed(led.url)) == len(before) + 1
+
+
+def test_a_duplicate_left_out_by_the_rules_is_not_in_the_snapshot_twice(
+    led: Ledger, tmp_path: Path, snaps: Path
+) -> None:
+    """The refusal is about what the snapshot would hold: a second copy that the rules
+    leave out (here by an author who objected) puts the id in it once."""
+    rows = [*CORPUS, rec("p1", "paul", "not paul's to give")]
+    manifest, out = build(led, write_jsonl(tmp_path / "c.jsonl", rows), snaps / "one")
+    assert out["p1"] == CORPUS_OUT["p1"]
+    assert manifest.output_records == len(CORPUS_OUT)

@@ -1093,3 +1093,18 @@ def test_a_record_over_the_size_limit_is_malformed_on_both_engines(
     assert manifests[0].snapshot_id == manifests[1].snapshot_id
     assert nonzero(manifests[0]) == nonzero(manifests[1])
     assert nonzero(manifests[1])["malformed"] >= 1
+
+
+def test_a_record_id_named_twice_is_refused_on_both_engines(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession
+) -> None:
+    """Both engines refuse a corpus that would put one record id in a snapshot twice."""
+    from test_gate import write_jsonl
+
+    rows = [*CORPUS, rec("p1", "cyd", "an export that ran twice")]
+    built = build_each(led, write_jsonl(tmp_path / "c.jsonl", rows), snaps, spark)
+    for engine in ENGINES:
+        result = built[engine]
+        assert isinstance(result, InputError), (engine, result)
+        assert "record_id 'p1' appears 2 times" in str(result)
+    nothing_built(snaps, led)

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -163,6 +164,7 @@ def build(
             raise InputError(f"the gate gave unknown reasons {sorted(unexpected)}")
         if outcome.input_records != outcome.output_records + sum(excluded.values()):
             raise InputError("the gate's counts do not add up; nothing was written")
+        _refuse_duplicates(work, outcome.files, found.path)
         lin = outcome.lineage
         manifest = SnapshotManifest(
             snapshot_id=snapshot_id(
@@ -449,6 +451,36 @@ def _remove_empty(folders: list[Path]) -> None:
             p.rmdir()
         except OSError:
             return
+
+
+def _refuse_duplicates(work: Path, files: list[str], corpus: Path) -> None:
+    """Refuse a snapshot that would hold a record id twice: the corpus named it twice.
+
+    Read from the written files' one id column (whatever the engine and the corpus's
+    format), with DuckDB in its memory bound, spilling into the build's hidden folder."""
+    if not files:
+        return
+    paths = ", ".join("'" + str(work / "data" / f).replace("'", "''") + "'" for f in files)
+    spill = work / ".spill-ids"
+    con = duckdb.connect(config={"memory_limit": "512MB", "temp_directory": str(spill)})
+    try:
+        rows = con.execute(
+            f"SELECT record_id, count(*) AS n, count(*) OVER () AS ids "
+            f"FROM read_parquet([{paths}]) GROUP BY record_id HAVING count(*) > 1 "
+            "ORDER BY n DESC, record_id LIMIT 1"
+        ).fetchall()
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+    if rows:
+        record_id, n, ids = rows[0]
+        more = ""
+        if ids > 1:
+            more = f" (and {ids - 1} more id{'s' if ids > 2 else ''} more than once)"
+        raise InputError(
+            f"corpus {corpus}: record_id {record_id!r} appears {n} times"
+            f"{more}; record ids must be unique, so nothing was built"
+        )
 
 
 def _count(table: pa.Table, column: str) -> int:
