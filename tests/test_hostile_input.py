@@ -150,7 +150,7 @@ def test_100k_nested_brackets_are_one_clear_line_naming_the_line(
 ) -> None:
     for what, first in (("events", GOOD_EVENT), ("subjects", json.dumps({"id": "m8"}))):
         error = import_lines(ready, tmp_path, what, first, opening * 100_000)
-        assert "line 2" in error and "nested too deeply" in error, error
+        assert "line 2" in error and "nested more than 32 levels deep" in error, error
 
 
 def test_an_error_does_not_echo_a_huge_input_back_whole(ready: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -10,24 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from askfirst import jsontext
 from askfirst.errors import InputError
 from askfirst.ledger.events import Event, SubjectIn, event_in
 from askfirst.ledger.ledger import Ledger
-
-
-class _RepeatedKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refusing one that gives a key twice (JSON would keep the last)."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _RepeatedKey(key)
-        obj[key] = value
-    return obj
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -41,18 +26,9 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not raw.strip():
                     continue
                 try:
-                    obj = json.loads(raw, object_pairs_hook=_no_repeated_keys)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path} line {lineno}: not valid JSON: {e.msg}") from None
-                except _RepeatedKey as e:
-                    raise InputError(
-                        f"{path} line {lineno}: key {e.key!r} appears twice in one object"
-                    ) from None
-                except RecursionError:
-                    raise InputError(
-                        f"{path} line {lineno}: nested too deeply (an import line is one flat "
-                        "JSON object)"
-                    ) from None
+                    obj = jsontext.loads(raw)
+                except InputError as e:
+                    raise InputError(f"{path} line {lineno}: {e}") from None
                 if not isinstance(obj, dict):
                     raise InputError(f"{path} line {lineno}: expected a JSON object")
                 yield lineno, obj

@@ -29,8 +29,11 @@ from askfirst.web.auth import (
     require_staff,
 )
 from askfirst.web.errors import ERROR_RESPONSES
+from askfirst.web.limits import StrictJsonRoute
 
-router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 MAX_BATCH = 10_000
 MAX_SEQ = (1 << 63) - 1
 Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]

@@ -204,11 +204,6 @@ def signin_wait(request: Request, username: str) -> int:
     return _signin_limits(request).wait(address, accounts.normal_username(username))
 
 
-def signin_allowed(request: Request, username: str) -> bool:
-    """False while the account or this client has failed to sign in too often."""
-    return signin_wait(request, username) == 0
-
-
 def note_signin_failure(request: Request, username: str) -> None:
     address = request.client.host if request.client else "?"
     _signin_limits(request).failed(address, accounts.normal_username(username))

@@ -20,11 +20,16 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from typing import Any
 
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from askfirst import jsontext
+from askfirst.errors import InputError
 
 MIB = 1 << 20
 # The batch decisions endpoint takes up to 10,000 ids of up to 255 characters each.
@@ -239,3 +244,27 @@ class SigninLimits:
     def failed(self, address: str, account: str) -> None:
         self.accounts.hit(account)
         self.addresses.hit(address)
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = jsontext.loads(await self.body())
+            except InputError as e:
+                raise HTTPException(400, f"the request body: {e}") from None
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """An API route that reads its JSON body as :func:`askfirst.jsontext.loads` does: a key
+    given twice in one object, or nesting past ``MAX_DEPTH``, is 400 naming it (plain JSON
+    readers keep the last key and run out of stack)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict

@@ -9,6 +9,7 @@ which carry machine-readable do-not-train signals while a purpose the policy mar
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -31,7 +32,7 @@ from askfirst.web.auth import (
     csrf_token,
     end_session,
     note_signin_failure,
-    signin_allowed,
+    signin_wait,
     start_session,
 )
 from askfirst.web.auth import (
@@ -154,9 +155,13 @@ def signin(
     next: Annotated[str, Form()] = "/settings",
 ) -> Response:
     check_csrf(request, csrf_token)
-    if not signin_allowed(request, username):
+    wait = signin_wait(request, username)
+    if wait:
+        minutes = max(1, math.ceil(wait / 60))
         raise HTTPException(
-            429, "too many failed sign-ins; wait a few minutes", headers={"Retry-After": "300"}
+            429,
+            f"too many failed sign-ins; try again in {minutes} minute{'s' if minutes > 1 else ''}",
+            headers={"Retry-After": str(wait)},
         )
     account = accounts.authenticate(ledger, username, password)
     error, status = None, 401

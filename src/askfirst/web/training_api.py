@@ -21,8 +21,11 @@ from askfirst.web.auth import (
     require_staff,
 )
 from askfirst.web.errors import ERROR_RESPONSES
+from askfirst.web.limits import StrictJsonRoute
 
-router = APIRouter(prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["v1"], responses=ERROR_RESPONSES, route_class=StrictJsonRoute
+)
 
 
 class ModelCreate(BaseModel):
