@@ -739,6 +739,67 @@ def test_a_webhook_host_resolving_to_loopback_is_refused_when_added_and_when_sen
     assert check_received(lab, notices(led)) == {n["idempotency_key"]: 1}
 
 
+class _Resolver:
+    """A name server that answers ``answers`` in turn for one name (the last one again
+    once they run out), and the real one for every other name: a name re-pointed
+    between two look-ups, as DNS rebinding does. No name server runs here to do it."""
+
+    def __init__(self, name: str, *answers: str | None) -> None:
+        self.name, self.answers, self.asked = name, list(answers), 0
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != self.name:
+            return self.real(host, port, *args, **kwargs)
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        if answer is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.real(answer, port, *args, **kwargs)
+
+
+def test_a_name_re_pointed_between_the_check_and_the_connection_does_not_reach_inside(
+    led: Ledger, tmp_path: Path, partners: Partners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers a public address to the send's check and loopback
+    to the connection. The request goes to the address that was checked, never inside
+    (before, the connection looked the name up again and reached the local service)."""
+    lab = partners.up("lab-inside")
+    name = "rebind.askfirst.test"
+    monkeypatch.setenv(ALLOW_PRIVATE, "1")
+    _, lab.secret = add_recipient(led, "lab-inside", f"http://{name}:{lab.port}/hooks/askfirst")
+    s1 = snapshot(led, tmp_path, "s1", CORPUS_1)
+    record_delivery(led, s1, "lab-inside")
+    led.append(ends(ALICE, "withdraw"))
+    monkeypatch.delenv(ALLOW_PRIVATE)
+    # a public address to the check (nothing here answers it), then loopback
+    monkeypatch.setattr(socket, "getaddrinfo", _Resolver(name, "93.184.215.14", "127.0.0.1"))
+    with httpx.Client(timeout=1.0) as client:
+        sent = deliver_due(led, client=client, base_delay_s=BASE)
+    assert (sent.delivered, sent.failed) == (0, 1)
+    assert lab.requests() == []  # nothing reached the service inside
+
+
+def test_a_notice_goes_to_the_address_looked_up_once_and_keeps_the_partners_name(
+    led: Ledger, tmp_path: Path, partners: Partners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address is looked up once per send: a name that stops resolving after that
+    look-up is still delivered to, with the partner's name as the Host header."""
+    lab = partners.up("lab-pinned")
+    name = "pinned.askfirst.test"
+    monkeypatch.setenv(ALLOW_PRIVATE, "1")
+    monkeypatch.setattr(socket, "getaddrinfo", _Resolver(name, "127.0.0.1"))
+    _, lab.secret = add_recipient(led, "lab-pinned", f"http://{name}:{lab.port}/hooks/askfirst")
+    s1 = snapshot(led, tmp_path, "s1", CORPUS_1)
+    record_delivery(led, s1, "lab-pinned")
+    led.append(ends(ALICE, "withdraw"))
+    monkeypatch.setattr(socket, "getaddrinfo", _Resolver(name, "127.0.0.1", None))
+    assert drain(led).delivered == 1
+    (got,) = lab.requests()
+    assert got.headers["host"] == f"{name}:{lab.port}"
+    assert check_received(lab, notices(led)) == {notices(led)[0]["idempotency_key"]: 1}
+
+
 def test_a_slow_partner_does_not_keep_outbox_run_past_its_time(
     led: Ledger, tmp_path: Path, partners: Partners, db_url: str
 ) -> None:

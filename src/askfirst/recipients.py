@@ -291,24 +291,37 @@ def _claim(ledger: Ledger, limit: int) -> list[Any]:
     return claimed
 
 
-def _check_host(url: str) -> str | None:
-    """Resolve the webhook's host now and refuse it if any address it stands for is
-    private (a name may have been re-pointed since the partner was added)."""
+def _pinned(url: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]] | str:
+    """Where to send a notice for ``url``: the URL with its host resolved now and checked
+    (a name may have been re-pointed since the partner was added), plus the Host header
+    and TLS server name that keep the partner's name; or why it may not be sent.
+
+    The connection goes to the very address that was checked: a name that answers one
+    address to the check and another to the connection (DNS rebinding) cannot steer the
+    request inside the network."""
     parsed = httpx.URL(url)
     try:
         addrs = _resolve(parsed.host, parsed.port or 443)
     except (OSError, UnicodeError) as e:
         return f"cannot resolve webhook host {parsed.host!r}: {e}"[:500]
-    return _refusal(parsed.host, addrs)
+    refused = _refusal(parsed.host, addrs)
+    if refused is not None:
+        return refused
+    if not addrs:
+        return f"cannot resolve webhook host {parsed.host!r}: no address"
+    if str(addrs[0]) == parsed.host.strip("[]"):
+        return parsed, {}, {}
+    extensions: dict[str, Any] = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+    return parsed.copy_with(host=str(addrs[0])), {"host": parsed.netloc.decode()}, extensions
 
 
 def _send(client: httpx.Client, row: Any, left_s: float | None = None) -> str | None:
     """POST one notice; None when the partner took it, else what went wrong. With
     ``left_s``, every part of the request's timeout is cut to that many seconds."""
-    if not private_allowed():
-        refused = _check_host(row.url)
-        if refused is not None:
-            return refused
+    target = _pinned(row.url)
+    if isinstance(target, str):
+        return target
+    url, host_header, extensions = target
     body = row.payload.encode()
     ts = int(time.time())
     headers = {
@@ -318,6 +331,7 @@ def _send(client: httpx.Client, row: Any, left_s: float | None = None) -> str | 
         "webhook-signature": sign(row.secret, row.idempotency_key, ts, body),
         "idempotency-key": row.idempotency_key,
         "user-agent": "askfirst-notices/1",
+        **host_header,
     }
     timeout = client.timeout
     if left_s is not None:
@@ -328,7 +342,9 @@ def _send(client: httpx.Client, row: Any, left_s: float | None = None) -> str | 
             pool=_cap(timeout.pool, left_s),
         )
     try:
-        response = client.post(row.url, content=body, headers=headers, timeout=timeout)
+        response = client.post(
+            url, content=body, headers=headers, timeout=timeout, extensions=extensions
+        )
     except httpx.TimeoutException as e:
         return f"timed out ({type(e).__name__})"
     except httpx.HTTPError as e:
