@@ -211,6 +211,12 @@ def build_data(folder: Path, sizes: Sizes) -> Data:
     n = sizes.subjects
     with open_ledger(url, create=True) as ledger:
         since = times.now() - timedelta(days=400)
+        from askfirst import notices
+
+        notices.publish(
+            ledger, ledger.policy, PURPOSE, changes="First version.", actor="system",
+            at=times.to_micros(since),
+        )  # fmt: skip
         for k in range(0, n, sizes.register_chunk):
             chunk = [subject(i) for i in range(k, min(n, k + sizes.register_chunk))]
             ledger.register(chunk, since=since)

@@ -68,3 +68,31 @@ def ledger(db_url: str) -> Iterator[Ledger]:
     """A new, empty ledger with the shipped policy."""
     with open_ledger(db_url, load_policy(), create=True) as led:
         yield led
+
+
+def publish_all(ledger: Ledger, at: int | None = None) -> None:
+    """Publish every version of every purpose of the ledger's policy, oldest first: the
+    versions in its policy file's history, then its current terms (at ``at``
+    microseconds, by default now). A notice can be delivered only once published."""
+    from dataclasses import replace
+
+    from askfirst import notices
+
+    policy = ledger.policy
+    for name, purpose in policy.purposes.items():
+        for old in purpose.history:
+            then = purpose.model_copy(
+                update={
+                    "version": old.version,
+                    "categories": old.categories,
+                    "recipients": old.recipients,
+                    "history": (),
+                }
+            )
+            earlier = replace(policy, purposes={**policy.purposes, name: then})
+            notices.publish(
+                ledger, earlier, name, changes=f"version {old.version}", actor="system", at=at
+            )
+        notices.publish(
+            ledger, policy, name, changes=f"version {purpose.version}", actor="system", at=at
+        )

@@ -39,12 +39,15 @@ from askfirst import (
     open_ledger,
     parse_policy,
 )
-from conftest import fresh_pg_url
+from conftest import fresh_pg_url, publish_all
 
 US = 1_000_000
 DAY = 86_400 * US
 BASE = datetime(2021, 6, 1, tzinfo=UTC)
 BASE_US = int((BASE - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * US
+# Every version is published well before the histories start (no default of it could
+# start earlier than the day after its grace period).
+PUBLISHED = BASE_US - 100 * DAY
 
 # ---- the policy under test ------------------------------------------------------------
 #
@@ -507,12 +510,14 @@ def fresh_ledger(backend: str, pg_admin: sa.Engine | None = None) -> Iterator[Le
             tempfile.TemporaryDirectory() as d,
             open_ledger(f"sqlite:///{Path(d) / 'ledger.db'}", POLICY, create=True) as led,
         ):
+            publish_all(led, at=PUBLISHED)
             yield led
         return
     assert pg_admin is not None
     url, schema = fresh_pg_url(pg_admin)
     try:
         with open_ledger(url, POLICY, create=True) as led:
+            publish_all(led, at=PUBLISHED)
             yield led
     finally:
         with pg_admin.begin() as conn:
@@ -609,6 +614,7 @@ def test_decisions_equal_the_reference_for_any_history_postgres(
 @pytest.fixture
 def led(db_url: str) -> Iterator[Ledger]:
     with open_ledger(db_url, POLICY, create=True) as ledger:
+        publish_all(ledger, at=PUBLISHED)
         yield ledger
 
 
@@ -894,6 +900,7 @@ def test_a_subdivision_falls_under_its_country_unless_listed_itself(led: Ledger)
 def test_a_listed_subdivision_does_not_open_its_country(db_url: str) -> None:
     policy = parse_policy(CA_ONLY_TOML, "ca-only")
     with open_ledger(db_url, policy, create=True) as ledger:
+        publish_all(ledger, at=PUBLISHED)
         for sid, where in [("ca", "US-CA"), ("tx", "US-TX"), ("us", "US")]:
             register(ledger, sid, jurisdiction=where)
             notice(ledger, sid, "feed-ranking", 0)

@@ -52,7 +52,7 @@ from askfirst import (
     read_snapshot,
     snapshots_of,
 )
-from conftest import fresh_pg_url
+from conftest import fresh_pg_url, publish_all
 
 US = 1_000_000
 DAY = 86_400 * US
@@ -751,11 +751,13 @@ def fresh_ledger(pg_admin: sa.Engine | None = None) -> Iterator[Ledger]:
             tempfile.TemporaryDirectory() as d,
             open_ledger(f"sqlite:///{Path(d) / 'ledger.db'}", POLICY, create=True) as led,
         ):
+            publish_all(led, at=BASE_US - 100 * DAY)
             yield led
         return
     url, schema = fresh_pg_url(pg_admin)
     try:
         with open_ledger(url, POLICY, create=True) as led:
+            publish_all(led, at=BASE_US - 100 * DAY)
             yield led
     finally:
         with pg_admin.begin() as conn:

@@ -42,6 +42,7 @@ from askfirst.ledger.imports import import_events, import_subjects
 from askfirst.ledger.store import MIGRATIONS
 from askfirst.lineage import list_snapshots, record, snapshots_of
 from askfirst.times import iso, to_micros
+from conftest import publish_all
 
 GENAI = "genai-training"
 RESEARCH = "third-party-research"
@@ -53,6 +54,7 @@ LEDGER_TABLES = (
     "choice_state",
     "notice_state",
     "authority_state",
+    "notices",
 )
 # Tables outside the chain: sign-in accounts, API tokens, the demo platform's content, and
 # the gate's snapshot registry and lineage.
@@ -70,6 +72,8 @@ OTHER_TABLES = (
     "recipients",
     "deliveries",
     "outbox",
+    "mail",
+    "one_click",
 )
 
 
@@ -132,7 +136,9 @@ def days_ago(n: float) -> datetime:
 
 @pytest.fixture
 def people(ledger: Ledger) -> Ledger:
-    """m1 (DE) and m2 (US) active, m3 closed, m4 deceased; registered two days ago."""
+    """m1 (DE) and m2 (US) active, m3 closed, m4 deceased; registered two days ago, after
+    the purposes' notices were published."""
+    publish_all(ledger, at=to_micros(days_ago(3)))
     ledger.register(
         [
             SubjectIn(id="m1", jurisdiction="DE", handle="purplecat", names=["Purple Cat"]),
@@ -212,9 +218,9 @@ def test_register_records_each_subjects_starting_state(ledger: Ledger) -> None:
         ("p1", "status", "deceased"),
     ]
     assert table_rows(ledger, "subjects") == [
-        ("m1", "purplecat", '["Purple Cat"]'),
-        ("org1", None, "[]"),
-        ("p1", None, "[]"),
+        ("m1", "purplecat", '["Purple Cat"]', None),
+        ("org1", None, "[]", None),
+        ("p1", None, "[]", None),
     ]
     assert table_rows(ledger, "subject_state") == [
         # id, kind, registered_seq, jurisdiction, seq, status, seq, minor, seq, gpc_seq
@@ -425,6 +431,7 @@ T2 = "2026-03-03T12:00:00Z"
 
 @pytest.fixture
 def registered(ledger: Ledger) -> Ledger:
+    publish_all(ledger, at=to_micros(datetime(2026, 1, 31, tzinfo=UTC)))
     ledger.register(
         [SubjectIn(id="m1", handle="purplecat"), SubjectIn(id="m2")],
         since=datetime(2026, 2, 1, tzinfo=UTC),
@@ -552,7 +559,7 @@ def test_import_subjects_registers_every_line(ledger: Ledger, tmp_path: Path) ->
         ("m1", "member", 1),
         ("p1", "person", 6),
     ]
-    assert table_rows(ledger, "subjects")[1] == ("m1", "purplecat", '["Purple Cat"]')
+    assert table_rows(ledger, "subjects")[1] == ("m1", "purplecat", '["Purple Cat"]', None)
 
 
 M1 = {"id": "m1", "handle": "purplecat"}

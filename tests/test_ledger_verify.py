@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from askfirst import Event, Ledger, NewEvent, SubjectIn, VerifyReport, open_ledger
+from askfirst import Event, Ledger, NewEvent, SubjectIn, VerifyReport, notices, open_ledger
 from askfirst.ledger.events import GENESIS, event_hash
-from conftest import fresh_pg_url
+from conftest import fresh_pg_url, publish_all
 
 GENAI = "genai-training"
 RESEARCH = "third-party-research"
@@ -99,7 +99,8 @@ def assert_chain_bad_at(report: VerifyReport, seq: int) -> None:
 
 @pytest.fixture
 def history(ledger: Ledger) -> Ledger:
-    """Fourteen events of every kind; the last one is m1's grant."""
+    """Fourteen events of every kind; the last one is m1's grant. Seq 7 publishes the
+    notice delivered at seq 8 (its terms sit beside the chain, which vouches for them)."""
     ledger.register(
         [
             SubjectIn(id="m1", jurisdiction="DE"),
@@ -108,9 +109,9 @@ def history(ledger: Ledger) -> Ledger:
         ],
         since=datetime.now(UTC) - timedelta(days=10),
     )
+    notices.publish(ledger, ledger.policy, GENAI, changes="First version.", actor="system")  # 7
     ledger.append_many(
         [
-            choice("m1"),  # 7
             fact("notice-delivered", "m2", purpose=GENAI),  # 8
             choice("m2", "object", purpose=RESEARCH),  # 9
             fact("gpc", "m3", "1"),  # 10
@@ -375,6 +376,7 @@ TEXT = st.text(
 
 
 def build(led: Ledger, subjects: int, steps: list[tuple[str, int, str]]) -> int:
+    publish_all(led)
     led.register([SubjectIn(id=f"s{i}", jurisdiction="US") for i in range(subjects)])
     batch = []
     for what, who, purpose in steps:
@@ -441,3 +443,40 @@ def test_any_single_row_tamper_is_detected(
                 assert report.first_bad_seq == seq
 
     check()
+
+
+# ---- the published notices' terms, beside the chain ------------------------------------------
+
+TERMS = "notices: the terms of 'genai-training' version 1"
+
+
+def test_published_terms_edited_afterwards_are_found(history: Ledger) -> None:
+    """A quiet rewording of what members were told (here, of what changed) is named."""
+    run_sql(history, "UPDATE notices SET terms = replace(terms, 'First version.', 'Nothing.')")
+    report = history.verify()
+    assert not report.ok and report.problems == []
+    assert report.projection_problems == [f"{TERMS} were edited since they were published (seq 7)"]
+
+
+def test_published_terms_deleted_or_moved_are_found(history: Ledger) -> None:
+    run_sql(history, "UPDATE notices SET seq = 8")
+    assert history.verify().projection_problems == [
+        f"{TERMS} name seq 8, which published no notice",
+        "notices: the terms published at seq 7 ('genai-training' version 1) are gone",
+    ]
+    run_sql(history, "DELETE FROM notices")
+    assert history.verify().projection_problems == [
+        "notices: the terms published at seq 7 ('genai-training' version 1) are gone"
+    ]
+
+
+def test_published_terms_and_their_hash_rewritten_together_are_found(history: Ledger) -> None:
+    """New terms with their own correct hash still do not match the hash in the chain."""
+    import hashlib
+
+    terms = "{}"
+    digest = hashlib.sha256(terms.encode()).hexdigest()
+    run_sql(history, "UPDATE notices SET terms = :t, hash = :h", t=terms, h=digest)
+    assert history.verify().projection_problems == [
+        f"{TERMS} do not match the event that published them (seq 7)"
+    ]

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import insert
 
-from askfirst import accounts, privacy, times
+from askfirst import accounts, notices, privacy, times
 from askfirst.decisions import ALLOWED, EXPLAIN, Reason, decide_many
 from askfirst.ledger import Ledger, NewEvent, SubjectIn
 from askfirst.ledger.events import authority_value
@@ -275,6 +275,18 @@ def _populate(ledger: Ledger, folder: Path, staff_file: Path) -> None:
     )
     start = times.now() - timedelta(days=400)
     t0 = times.to_micros(start)
+    # Both purposes' terms were published before anyone was told of them.
+    for purpose in PURPOSES:
+        notices.publish(
+            ledger,
+            ledger.policy,
+            purpose,
+            changes="First published: what it uses, who gets it, and that it is off "
+            "until you say yes.",
+            actor="staff:demo",
+            source="demo",
+            at=t0 - 86_400 * times.MICROS,
+        )
     ledger.register([*members, org], actor="system:demo", source="demo", since=start)
     admins = [members[0].id, members[100].id]
     history = [

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -130,6 +130,9 @@ class Policy:
     controller: Controller
     source: str
     hash: str
+    # Per purpose, the first instant (microseconds) its published default could apply:
+    # set from the published notices when a ledger is opened (``notices.bind``).
+    not_before: dict[str, int] = field(default_factory=dict)
 
     def purpose(self, name: str) -> Purpose:
         try:
@@ -196,35 +199,35 @@ def _check(source: str, pf: _PolicyFile) -> tuple[str, ...]:
             )
         lists = [("categories", p.categories)]
         lists += [(f"history[{i}].categories", h.categories) for i, h in enumerate(p.history)]
-        for field, cats in lists:
+        for key_name, cats in lists:
             for cat in cats:
                 if cat in NEVER_USED:
                     raise PolicyError(
-                        f"{source}: {key}.{field}: {cat!r} ({NEVER_USED[cat]}) may never be "
+                        f"{source}: {key}.{key_name}: {cat!r} ({NEVER_USED[cat]}) may never be "
                         "used by any purpose; remove it"
                     )
                 if cat not in known:
                     raise PolicyError(
-                        f"{source}: {key}.{field}: unknown category {cat!r}; known: "
+                        f"{source}: {key}.{key_name}: unknown category {cat!r}; known: "
                         f"{', '.join(known[: -len(NEVER_USED)])} (add new ones under "
                         "[categories] extra)"
                     )
     rules = pf.jurisdictions
     seen: dict[str, str] = {}
-    for field, codes in (("opt_out", rules.opt_out), ("opt_in", rules.opt_in)):
+    for list_name, codes in (("opt_out", rules.opt_out), ("opt_in", rules.opt_in)):
         for code in codes:
             if not jurisdictions.is_valid(code):
                 raise PolicyError(
-                    f"{source}: jurisdictions.{field}: unknown jurisdiction {code!r}; use ISO "
+                    f"{source}: jurisdictions.{list_name}: unknown jurisdiction {code!r}; use ISO "
                     "3166-1 alpha-2 (e.g. 'US'), ISO 3166-2 (e.g. 'US-CA') or a group "
                     f"({', '.join(jurisdictions.GROUPS)})"
                 )
             if code in seen:
                 raise PolicyError(
                     f"{source}: jurisdictions: {code!r} is listed under both "
-                    f"{seen[code]} and {field}"
+                    f"{seen[code]} and {list_name}"
                 )
-            seen[code] = field
+            seen[code] = list_name
     defaults_on = sorted(n for n, p in pf.purposes.items() if p.default == "on")
     for code in rules.opt_out:
         for place in sorted(jurisdictions.expand(code)):

@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from askfirst import notices
+from askfirst.errors import PolicyError
 from askfirst.ledger.events import Event, EventType
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.state import State
@@ -201,9 +203,26 @@ def open_tasks(conn: Connection, subject: str, held: list[Any], event_seq: int, 
     return len(rows)
 
 
-def open_ledger(url: str, policy: Policy | None = None, *, create: bool = False) -> Ledger:
+def open_ledger(
+    url: str, policy: Policy | None = None, *, create: bool = False, publishing: bool = False
+) -> Ledger:
     """Open the consent ledger at ``url`` (with ``create``, make or upgrade its schema),
     checked against ``policy`` (default: the shipped one), with reaching back installed:
     every append carries its ends of use back in its own transaction. The way to open a
-    ledger; ``Ledger.open`` needs to be told what to run after an append."""
-    return Ledger.open(url, policy or load_policy(), create=create, after_append=propagate)
+    ledger; ``Ledger.open`` needs to be told what to run after an append.
+
+    The policy must agree with the notices published in the ledger (``notices.bind``:
+    PolicyError naming both if not); with ``publishing``, a policy one version ahead of
+    them is taken as it is, to be published (``notices.publish``)."""
+    ledger = Ledger.open(url, policy or load_policy(), create=create, after_append=propagate)
+    try:
+        versions = notices.published(ledger.engine)
+        try:
+            ledger.policy = notices.bind(ledger.policy, versions)
+        except PolicyError:
+            if not publishing:
+                raise
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger

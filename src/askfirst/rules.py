@@ -71,7 +71,13 @@ class Context:
             "versions": sorted(p.grant_versions),
             "default_off": p.default == "off",
             "grace": p.grace_days * DAY_US,
+            "not_before": self.not_before,
         }
+
+    @property
+    def not_before(self) -> int:
+        """No default of this purpose applies before this instant (its published date)."""
+        return self.policy.not_before.get(self.purpose.name, 0)
 
 
 def is_minor(value: str | None, at: int) -> bool:
@@ -169,9 +175,12 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Reason.NOTICE_PENDING, False, "notice_seq",
-        lambda s, c: s.notice_at is None or s.notice_at > c.at - c.purpose.grace_days * DAY_US,
-        "notice_at IS NULL OR notice_at > $at - $grace",
-        "the current notice was not delivered to them long enough ago",
+        lambda s, c: s.notice_at is None
+        or s.notice_at > c.at - c.purpose.grace_days * DAY_US
+        or c.at < c.not_before,
+        "notice_at IS NULL OR notice_at > $at - $grace OR $at < $not_before",
+        "the current notice was not delivered to them long enough ago, or its default "
+        "has not started yet",
     ),
     Rule(
         Reason.DEFAULT_AFTER_NOTICE, True, "notice_seq",

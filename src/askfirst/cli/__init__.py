@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import typer
 
 from askfirst import config, times
-from askfirst.cli import gate, training, web
+from askfirst.cli import gate, notices, training, web
 from askfirst.cli import ledger as ledger_commands
 from askfirst.cli.common import (
     DB_DEFAULT,
@@ -107,6 +107,7 @@ for sub, name in (
     (training.recipient_app, "recipient"),
     (training.outbox_app, "outbox"),
     (training.report_app, "report"),
+    (notices.notice_app, "notice"),
 ):
     app.add_typer(sub, name=name)
 

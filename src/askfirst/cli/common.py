@@ -133,12 +133,15 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def ledger_from(db: str, policy: Path | None, *, create: bool = False) -> Ledger:
-    """The ledger at ``db``, checked against the policy file (default: the shipped one)."""
+def ledger_from(
+    db: str, policy: Path | None, *, create: bool = False, publishing: bool = False
+) -> Ledger:
+    """The ledger at ``db``, checked against the policy file (default: the shipped one)
+    and the notices published in it (``publishing``: the file may be a version ahead)."""
     from askfirst.policy import load_policy
     from askfirst.propagation import open_ledger
 
-    return open_ledger(db, load_policy(policy), create=create)
+    return open_ledger(db, load_policy(policy), create=create, publishing=publishing)
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -57,7 +57,7 @@ class EventType(StrEnum):
     SUBJECT = "subject"  # a subject is registered; value is its kind
     CHOICE = "choice"  # value: grant / withdraw / object, for a purpose
     GPC = "gpc"  # a Global Privacy Control signal
-    NOTICE = "notice-delivered"  # a purpose's notice version was delivered
+    NOTICE = "notice-delivered"  # a purpose's notice version was delivered; value: channel
     STATUS = "status"  # value: active / deactivated / closed / deceased
     JURISDICTION = "jurisdiction"  # value: a code, or "" when unknown
     MINOR = "minor"  # value: "true", "false" or "until:YYYY-MM-DD"
@@ -65,6 +65,9 @@ class EventType(StrEnum):
     # A receipt-signing public key the service made; subject "system", value "ed25519:KID:X".
     # Public key material is not personal, so it may sit in the chain; decisions ignore it.
     RECEIPT_KEY = "receipt-key"
+    # A purpose's notice version was published; subject "system", value "sha256:HEX" of
+    # its terms (kept beside the chain, in the ``notices`` table).
+    PUBLISHED = "notice-published"
 
 
 KINDS = ("member", "organization", "person")
@@ -73,7 +76,11 @@ STATUSES = ("active", "deactivated", "closed", "deceased")
 # page-admin: a member who manages an organization's page, and may make its choices;
 # representative: a verified representative of a (deceased) member, who may stop uses.
 ROLES = ("page-admin", "representative")
-SERVICE = "system"  # the subject of the service's own facts (its receipt keys)
+SERVICE = "system"  # the subject of the service's own facts (receipt keys, notices)
+# How a notice reached someone (the value of a notice-delivered event): "email",
+# "in-app", or a platform's own word for its channel.
+CHANNEL = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+TERMS_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def authority_value(action: str, role: str, delegate: str) -> str:
@@ -267,7 +274,7 @@ _VALUE_CHECKS: dict[str, Callable[[str | None], bool]] = {
     EventType.SUBJECT: lambda v: v in KINDS,
     EventType.CHOICE: lambda v: v in ACTIONS,
     EventType.GPC: lambda v: v == "1",
-    EventType.NOTICE: lambda v: v is None,
+    EventType.NOTICE: lambda v: v is None or CHANNEL.match(v) is not None,
     EventType.STATUS: lambda v: v in STATUSES,
     EventType.JURISDICTION: lambda v: v == "" or (v is not None and _is_code(v)),
     EventType.MINOR: lambda v: (
@@ -275,8 +282,9 @@ _VALUE_CHECKS: dict[str, Callable[[str | None], bool]] = {
     ),
     EventType.AUTHORITY: lambda v: v is not None and parse_authority(v) is not None,
     EventType.RECEIPT_KEY: lambda v: v is not None and parse_receipt_key(v) is not None,
+    EventType.PUBLISHED: lambda v: v is not None and TERMS_HASH.match(v) is not None,
 }
-_WITH_PURPOSE = (EventType.CHOICE, EventType.NOTICE)
+_WITH_PURPOSE = (EventType.CHOICE, EventType.NOTICE, EventType.PUBLISHED)
 _HAS_SPACE = re.compile(r"\s")
 # C0 and C1 control characters (NUL, escape, ...): refused in every id and name, on
 # every database alike (PostgreSQL cannot store a NUL at all).
@@ -330,8 +338,10 @@ def check_shape(new: NewEvent) -> None:
         raise InputError(f"{new.value!r} is not a valid value for a {new.type} event")
     if new.type == EventType.SUBJECT and is_platform_actor(new.subject):
         raise InputError(f"subject id {new.subject!r} is reserved for the platform's actors")
-    if new.type == EventType.RECEIPT_KEY and new.subject != SERVICE:
-        raise InputError(f"a receipt-key event is the service's own: its subject is {SERVICE!r}")
+    if new.type in (EventType.RECEIPT_KEY, EventType.PUBLISHED) and new.subject != SERVICE:
+        raise InputError(f"a {new.type} event is the service's own: its subject is {SERVICE!r}")
+    if new.type == EventType.PUBLISHED and new.notice_version is None:
+        raise InputError("a notice-published event names the version it publishes")
 
 
 def check_subject_text(subject: SubjectIn) -> None:
@@ -431,6 +441,7 @@ class NoticeIn(_In):
     type: Literal["notice-delivered"]
     purpose: _Purpose
     version: StrictInt | None = Field(default=None, ge=1)
+    channel: str | None = Field(default=None, pattern=CHANNEL.pattern)
 
     def to_new(self, source: str) -> NewEvent:
         return self._new(
@@ -438,6 +449,7 @@ class NoticeIn(_In):
             source,
             type=EventType.NOTICE,
             purpose=self.purpose,
+            value=self.channel,
             notice_version=self.version,
         )
 

@@ -30,7 +30,14 @@ from askfirst.ledger.events import (
     is_platform_actor,
     parse_authority,
 )
-from askfirst.ledger.tables import authority_state, events, ledger_head, subject_state, subjects
+from askfirst.ledger.tables import (
+    authority_state,
+    events,
+    ledger_head,
+    notices,
+    subject_state,
+    subjects,
+)
 from askfirst.ledger.verify import VerifyReport, verify
 from askfirst.policy import Policy, load_policy
 
@@ -231,7 +238,7 @@ class Ledger:
         """``new`` as ``append_in`` would chain it (defaults filled in), or the error it
         would raise; nothing is written. Inside the caller's write transaction."""
         check_shape(new)  # before the look-up: PostgreSQL cannot take a NUL
-        return self._check(new, self._load_subjects(conn, [new]))
+        return self._check(new, self._load_subjects(conn, [new]), _published(conn, [new]))
 
     def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
         """Append inside a write transaction the caller holds (``store.write``), and
@@ -247,11 +254,12 @@ class Ledger:
             except InputError as e:
                 raise _at(i, e) from None
         known = self._load_subjects(conn, batch)
+        published = _published(conn, batch)
         rows: list[dict[str, Any]] = []
         chained: list[Event] = []
         for i, new in enumerate(batch):
             try:
-                new = self._check(new, known)
+                new = self._check(new, known, published)
             except InputError as e:
                 raise _at(i, e) from None
             if new.recorded_at is None:
@@ -306,11 +314,17 @@ class Ledger:
                     out[sid].delegates.setdefault(delegate, set()).add(role)
         return out
 
-    def _check(self, new: NewEvent, known: dict[str, _SubjectView]) -> NewEvent:
-        """Check one event against the policy and the subjects; fill in defaults."""
+    def _check(
+        self,
+        new: NewEvent,
+        known: dict[str, _SubjectView],
+        published: dict[str, set[int]],
+    ) -> NewEvent:
+        """Check one event against the policy, the subjects and the published notices;
+        fill in defaults."""
         check_shape(new)
-        if new.type == EventType.RECEIPT_KEY:  # the service's own fact: no subject to look up
-            _check_authority(new, None)
+        if new.type in (EventType.RECEIPT_KEY, EventType.PUBLISHED):
+            _check_authority(new, None)  # the service's own fact: no subject to look up
             return new
         if new.type == EventType.SUBJECT:
             if new.subject in known:
@@ -338,6 +352,14 @@ class Ledger:
                 raise InputError(
                     f"notice version {new.notice_version} of {purpose.name!r} does not exist "
                     f"(the current one is {purpose.version})"
+                )
+            if new.type == EventType.NOTICE and new.notice_version not in published.get(
+                purpose.name, ()
+            ):
+                raise InputError(
+                    f"notice version {new.notice_version} of {purpose.name!r} was never "
+                    f"published, so it cannot have been delivered: publish it first "
+                    f"('askfirst notice publish {purpose.name}')"
                 )
         _check_authority(new, subject)
         if new.type == EventType.AUTHORITY:
@@ -408,6 +430,18 @@ def _check_authority(new: NewEvent, subject: _SubjectView | None) -> None:
         f"{new.subject!r}: that is for the platform ('system' or 'system:NAME') or its "
         "staff ('staff:NAME')"
     )
+
+
+def _published(conn: Connection, batch: Sequence[NewEvent]) -> dict[str, set[int]]:
+    """The published versions of each purpose a notice-delivered event in ``batch`` names
+    (nothing is read for a batch without one)."""
+    wanted = sorted({e.purpose for e in batch if e.type == EventType.NOTICE and e.purpose})
+    found: dict[str, set[int]] = {}
+    if wanted:
+        query = select(notices.c.purpose, notices.c.version).where(notices.c.purpose.in_(wanted))
+        for purpose, version in conn.execute(query):
+            found.setdefault(purpose, set()).add(version)
+    return found
 
 
 def _at(index: int, err: InputError) -> InputError:

@@ -62,6 +62,7 @@ subjects = Table(
     Column("id", String(255), primary_key=True),
     Column("handle", String(255), unique=True),
     Column("names", Text, nullable=False, server_default="[]"),
+    Column("email", String(320)),  # where notices are mailed; outside the chain, erasable
 )
 
 subject_state = Table(
@@ -97,6 +98,19 @@ notice_state = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
+)
+
+# A published notice's terms (canonical JSON); its ``notice-published`` event at ``seq``
+# carries their SHA-256, so the chain vouches for the text kept here.
+notices = Table(
+    "notices",
+    metadata,
+    Column("purpose", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("published_at", BigInteger, nullable=False),
+    Column("terms", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 
 authority_state = Table(
@@ -304,3 +318,30 @@ outbox = Table(
     Column("last_error", Text),
 )
 Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
+
+# Notices sent by e-mail: one row per (subject, purpose, version), claimed with a lease
+# (``next_attempt_at`` moved on) so that two workers never send the same message.
+mail = Table(
+    "mail",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_id", String(255), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger),
+    Column("last_error", Text),
+)
+Index("ix_mail_due", mail.c.sent_at, mail.c.next_attempt_at)
+
+# One-click "no" links that were used (their SHA-256): each works once.
+one_click = Table(
+    "one_click",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("used_at", BigInteger, nullable=False),
+    Column("seq", BigInteger),
+)

@@ -7,6 +7,7 @@ and, given a head recorded earlier outside the database, a history rewritten who
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,12 +16,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from askfirst.ledger import projections
-from askfirst.ledger.events import GENESIS, Head, event_hash
-from askfirst.ledger.tables import ledger_head
+from askfirst.ledger.events import GENESIS, EventType, Head, event_hash
+from askfirst.ledger.tables import events, ledger_head, notices
 
 # What verify proves, and what it does not: the registry of snapshots, models and tasks and
 # the outbox are plain tables beside the chain, so an edit there is not found by verify.
-COVERS = "the events' hash chain and their projections (subjects, choices, notices, authority)"
+COVERS = (
+    "the events' hash chain, their projections (subjects, choices, notices, authority) "
+    "and the published notices' terms"
+)
 DOES_NOT_COVER = "snapshots, lineage, models, retraining tasks and the outbox"
 
 
@@ -142,7 +146,7 @@ def verify(engine: Engine, expected_head: str | None = None) -> VerifyReport:
             select(ledger_head.c.seq, ledger_head.c.hash, ledger_head.c.recorded_at)
         ).one()
         head = Head(row.seq, row.hash, row.recorded_at)
-        report.projection_problems = rebuild.mismatches(conn)
+        report.projection_problems = rebuild.mismatches(conn) + _terms_problems(conn)
     report.events_checked = count
     report.head = head
     last_seq = expected_seq - 1
@@ -168,3 +172,34 @@ def verify(engine: Engine, expected_head: str | None = None) -> VerifyReport:
             "history up to it was rewritten or cut"
         )
     return report
+
+
+def _terms_problems(conn: Connection) -> list[str]:
+    """Each published notice's terms against the ``notice-published`` event that vouches
+    for them (its value is their SHA-256): terms edited, moved or gone are named."""
+    vouched = {
+        seq: (purpose, version, value)
+        for seq, purpose, version, value in conn.execute(
+            select(events.c.seq, events.c.purpose, events.c.notice_version, events.c.value).where(
+                events.c.type == EventType.PUBLISHED
+            )
+        )
+    }
+    problems = []
+    rows = conn.execute(
+        select(notices.c.purpose, notices.c.version, notices.c.seq, notices.c.terms, notices.c.hash)
+    )
+    for purpose, version, seq, terms, digest in rows:
+        what = f"notices: the terms of {purpose!r} version {version}"
+        event = vouched.pop(seq, None)
+        if event is None:
+            problems.append(f"{what} name seq {seq}, which published no notice")
+        elif event != (purpose, version, f"sha256:{digest}"):
+            problems.append(f"{what} do not match the event that published them (seq {seq})")
+        elif hashlib.sha256(terms.encode()).hexdigest() != digest:
+            problems.append(f"{what} were edited since they were published (seq {seq})")
+    for seq, (purpose, version, _) in sorted(vouched.items()):
+        problems.append(
+            f"notices: the terms published at seq {seq} ({purpose!r} version {version}) are gone"
+        )
+    return problems

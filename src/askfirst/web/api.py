@@ -8,13 +8,13 @@ shapes, so /openapi.json describes exactly what is accepted and returned.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from askfirst import privacy, receipts, times
+from askfirst import notices, privacy, receipts, times
 from askfirst.decisions import decide, decide_many
 from askfirst.errors import UnknownSubject
 from askfirst.ledger import Event, SubjectIn
@@ -301,6 +301,65 @@ def list_events(
 ) -> list[EventPublic]:
     require_staff(principal)
     return [_event(e) for e in ledger.events(after=after, limit=limit)]
+
+
+class NoticeCreate(BaseModel):
+    """A new version of a purpose's terms: the policy file says what they are; this says
+    what changed, in plain words, and when a default could start at the earliest."""
+
+    model_config = ConfigDict(extra="forbid")
+    changes: str = Field(min_length=1, max_length=notices.MAX_CHANGES)
+    earliest_default: date | None = None
+
+
+class NoticePublic(BaseModel):
+    purpose: str
+    version: int
+    title: str
+    description: str
+    changes: str
+    categories: list[str]
+    recipients: list[str]
+    default: Literal["on", "off"]
+    grace_days: int
+    places: list[str]
+    earliest_default: date | None
+    seq: int
+    published_at: str
+    hash: str
+
+
+@router.get("/notices", response_model=list[NoticePublic], summary="Every published notice")
+def list_notices(ledger: LedgerDep) -> list[dict[str, Any]]:
+    """Every published version of every purpose, newest first (public, as /notices is)."""
+    return [e.published.to_json() for e in notices.changelog(notices.published(ledger.engine))]
+
+
+@router.post(
+    "/purposes/{purpose}/notices",
+    response_model=NoticePublic,
+    status_code=201,
+    summary="Publish the policy file's current terms of a purpose (admin)",
+)
+def publish_notice(
+    purpose: Annotated[str, Path(min_length=1, max_length=64)],
+    body: NoticeCreate,
+    request: Request,
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+) -> dict[str, Any]:
+    require_staff(principal)
+    check_session_write(request, principal)
+    made = notices.publish_file(
+        ledger,
+        request.app.state.settings.policy_path,
+        purpose,
+        changes=body.changes,
+        earliest=body.earliest_default,
+        actor=principal.actor,
+        source="api",
+    )
+    return made.to_json()
 
 
 @router.post(

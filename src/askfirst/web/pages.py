@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from datetime import date
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, HTTPException, Path, Request, Response
@@ -18,11 +19,12 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from askfirst import accounts, privacy, receipts, times
+from askfirst import accounts, notices, privacy, receipts, times
 from askfirst.data_in_ai import data_in_ai
 from askfirst.decisions import decide
 from askfirst.ledger.tables import content
 from askfirst.models import list_tasks
+from askfirst.policy import load_policy
 from askfirst.reports import choice_counts, decision_counts
 from askfirst.web.auth import (
     LedgerDep,
@@ -467,6 +469,48 @@ def public_post(
     return response
 
 
+# ---- the public changelog of notices -------------------------------------------------------
+
+
+def _changelog(ledger: Any) -> list[dict[str, Any]]:
+    entries = notices.changelog(notices.published(ledger.engine))
+    titles = {name: p.title for name, p in ledger.policy.purposes.items()}
+    return [
+        {**e.to_json(), "purpose_title": titles.get(e.published.terms.purpose)} for e in entries
+    ]
+
+
+@router.get("/notices", name="notices")
+@router.get("/notices.json")
+def notices_page(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
+    """Every published version of every purpose, newest first, with what it added or
+    removed: anyone can see a quiet widening or a default switched back on."""
+    data = {
+        "notices": _changelog(ledger),
+        "feed": "/notices.atom",
+        "head": ledger.head().to_json(),
+    }
+    return _page("notices", "notices.html")(request, data, principal)
+
+
+@router.get("/notices.atom")
+def notices_feed(request: Request, ledger: LedgerDep) -> Response:
+    """The changelog as an Atom feed (RFC 4287), for feed readers and watchers."""
+    entries = _changelog(ledger)
+    base = str(request.base_url).rstrip("/")
+    return _templates(request).TemplateResponse(
+        request,
+        "notices_atom.xml",
+        {
+            "entries": entries,
+            "base": base,
+            "host": request.url.hostname or "askfirst",
+            "updated": entries[0]["published_at"] if entries else "1970-01-01T00:00:00Z",
+        },
+        media_type="application/atom+xml",
+    )
+
+
 # ---- staff ------------------------------------------------------------------------------
 
 
@@ -493,3 +537,66 @@ def admin_tasks(request: Request, principal: MaybePrincipal, ledger: LedgerDep) 
         raise HTTPException(403, "the admin area is for staff")
     data = {"open": list_tasks(ledger, status="open")}
     return _page("admin-tasks", "admin_tasks.html")(request, data, who)
+
+
+def _staff(principal: Principal | None, request: Request) -> Principal:
+    who = _require(principal, request)
+    if not who.is_staff:
+        raise HTTPException(403, "the admin area is for staff")
+    return who
+
+
+@router.get("/admin/notices", name="admin_notices")
+@router.get("/admin/notices.json")
+def admin_notices(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
+    """Each purpose: the version its policy file says now and the version last published;
+    a version the file is ahead with can be published here."""
+    who = _staff(principal, request)
+    file = load_policy(request.app.state.settings.policy_path)
+    published = notices.published(ledger.engine)
+    rows = []
+    for name, purpose in file.purposes.items():
+        history = published.get(name, [])
+        last = history[-1] if history else None
+        rows.append(
+            {
+                "purpose": name,
+                "title": purpose.title,
+                "file_version": purpose.version,
+                "published_version": last.terms.version if last else None,
+                "published_at": times.iso(last.published_at) if last else None,
+                "may_publish": last is None or purpose.version > last.terms.version,
+                "default": purpose.default,
+                "grace_days": purpose.grace_days,
+            }
+        )
+    data = {"purposes": rows, "policy_file": file.source, "changelog": "/notices"}
+    return _page("admin-notices", "admin_notices.html")(request, data, who)
+
+
+@router.post("/admin/notices/{purpose}/publish")
+def admin_publish_notice(
+    request: Request,
+    principal: MaybePrincipal,
+    ledger: LedgerDep,
+    purpose: Annotated[str, Path(min_length=1, max_length=64)],
+    changes: Annotated[str, Form(max_length=notices.MAX_CHANGES)],
+    csrf_token: Annotated[str, Form()] = "",
+    earliest_default: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    who = _staff(principal, request)
+    check_csrf(request, csrf_token)
+    try:
+        earliest = date.fromisoformat(earliest_default) if earliest_default else None
+    except ValueError:
+        raise HTTPException(400, f"earliest default {earliest_default!r}: give a date") from None
+    made = notices.publish_file(
+        ledger,
+        request.app.state.settings.policy_path,
+        purpose,
+        changes=changes,
+        earliest=earliest,
+        actor=who.actor,
+        source="web",
+    )
+    return RedirectResponse(f"/notices#n-{purpose}-{made.terms.version}", status_code=303)

@@ -1,0 +1,168 @@
+"""The public changelog of notices (issue 16): /notices, its JSON twin and an Atom feed
+list every published version of every purpose with its date, what it added or removed,
+and its ledger seq — so a quiet widening or a default switched back on shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import feedparser
+import pytest
+from fastapi import FastAPI
+
+from askfirst import demo, notices, parse_policy
+from askfirst.accounts import create_token
+from askfirst.demo import STAFF_USER
+from askfirst.policy import default_policy_text
+from askfirst.web.app import WebSettings, create_app
+
+from .conftest import MEMBER_PASSWORD, WebClient, csrf_in, sign_in
+
+WIDER = """
+[purposes.genai-training]
+title = "Use my data to train content-creation AI models"
+description = "Now with your messages' metadata too."
+version = 2
+categories = ["profile", "post", "comment", "article", "video", "ai-prompt"]
+recipients = ["the platform", "its affiliates", "model vendors"]
+default = "on"
+grace_days = 30
+public_signal = true
+
+[jurisdictions]
+opt_out = ["US", "IN"]
+"""
+
+
+def _widen(app: FastAPI) -> None:
+    """Publish a version 2 of genai-training that adds a recipient and turns the default
+    on in the US and India (what the demo's shipped policy file would become)."""
+    notices.publish(
+        app.state.ledger,
+        parse_policy(WIDER, "wider.toml"),
+        "genai-training",
+        changes="We now share with model vendors, and it is on by default in the US and India.",
+        actor="staff:pat",
+    )
+
+
+def test_the_changelog_lists_every_version_newest_first(app: FastAPI, client: WebClient) -> None:
+    first = client.get("/notices.json").json()["notices"]
+    assert sorted(n["purpose"] for n in first) == ["genai-training", "third-party-research"]
+    assert all(n["version"] == 1 and not n["widens"] for n in first)
+    _widen(app)
+    rows = client.get("/notices.json").json()["notices"]
+    top = rows[0]
+    assert (top["purpose"], top["version"], top["widens"]) == ("genai-training", 2, True)
+    assert top["what_changed"][0] == "Adds recipients: model vendors."
+    assert top["what_changed"][1].startswith("Turns the default on in US and IN, from ")
+    assert top["seq"] > max(r["seq"] for r in rows[1:])
+    page = client.get("/notices")
+    assert page.status_code == 200
+    text = page.text
+    assert "version 2" in text and "This version widens the use" in text
+    assert "Adds recipients: model vendors." in text
+    assert f"ledger seq {top['seq']}" in text
+    assert 'href="/notices.json"' in text  # the JSON twin
+
+
+def test_the_atom_feed_parses_and_names_each_version(app: FastAPI, client: WebClient) -> None:
+    _widen(app)
+    r = client.get("/notices.atom")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/atom+xml")
+    feed = feedparser.parse(r.content)
+    assert not feed.bozo, feed.bozo_exception
+    assert feed.version == "atom10"
+    titles = [e.title for e in feed.entries]
+    assert titles[0] == "Use my data to train content-creation AI models — version 2 (widens)"
+    assert len(feed.entries) == 3
+    first = feed.entries[0]
+    assert "Adds recipients: model vendors." in first.summary
+    assert first.link.endswith("/notices#n-genai-training-2")
+    assert len({e.id for e in feed.entries}) == 3
+    assert feed.feed.updated == first.published
+
+
+def test_the_changelog_is_public_and_linked_from_every_page(client: WebClient) -> None:
+    home = client.get("/")
+    assert 'href="/notices"' in home.text
+    assert client.get("/notices").status_code == 200  # no sign-in
+
+
+# ---- publishing from the API and the staff console ---------------------------------------------
+
+V1_TERMS = 'recipients = ["the platform", "its affiliates"]\ndefault = "off"'
+V2_TERMS = 'recipients = ["the platform", "its affiliates", "model vendors"]\ndefault = "off"'
+
+
+@pytest.fixture
+def edited(demo_dir: demo.Demo, tmp_path: Path) -> Iterator[tuple[FastAPI, Path]]:
+    """The demo's app reading a policy file of its own (the shipped one, as published),
+    which the test then edits as a policy editor would."""
+    path = tmp_path / "policy.toml"
+    path.write_text(default_policy_text())
+    settings = WebSettings(demo_dir.url, demo_dir.key_dir, policy_path=path, secure_cookies=False)
+    application = create_app(settings)
+    yield application, path
+    application.state.ledger.close()
+
+
+def _edit_to_v2(path: Path) -> None:
+    text = path.read_text()
+    assert text.count(V1_TERMS) == 1 and text.count("version = 1") == 2
+    path.write_text(text.replace(V1_TERMS, V2_TERMS).replace("version = 1", "version = 2", 1))
+
+
+def test_an_admin_token_publishes_the_policy_files_new_version(
+    edited: tuple[FastAPI, Path], demo_dir: demo.Demo
+) -> None:
+    app, path = edited
+    _, admin = create_token(app.state.ledger, "pub-admin", ["admin"])
+    _, reader = create_token(app.state.ledger, "pub-reader", ["decisions:read"])
+    url = "/v1/purposes/genai-training/notices"
+    body = {"changes": "We now share with model vendors."}
+    with WebClient(app) as c:
+        head = app.state.ledger.head()
+        r = c.post(url, json=body, headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 400 and "already published" in r.json()["error"], r.text
+        _edit_to_v2(path)
+        r = c.post(url, json=body, headers={"Authorization": f"Bearer {reader}"})
+        assert r.status_code == 403, r.text
+        assert app.state.ledger.head() == head
+        r = c.post(url, json=body, headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 201, r.text
+        made = r.json()
+        assert (made["version"], made["recipients"][-1]) == (2, "model vendors")
+        assert made["seq"] == head.seq + 1
+        listed = c.get("/v1/notices").json()
+        assert (listed[0]["purpose"], listed[0]["version"]) == ("genai-training", 2)
+        # the server follows the new version at once: a yes under version 1 must be given again
+        assert app.state.ledger.policy.purpose("genai-training").version == 2
+
+
+def test_staff_publish_from_the_console_with_a_csrf_token(
+    edited: tuple[FastAPI, Path], demo_dir: demo.Demo
+) -> None:
+    app, path = edited
+    _edit_to_v2(path)
+    staff = sign_in(app, STAFF_USER, demo_dir.staff_password)
+    page = staff.get("/admin/notices")
+    assert page.status_code == 200
+    assert "Publish genai-training version 2" in page.text
+    assert "Publish third-party-research" not in page.text  # nothing new to publish
+    form = {"changes": "We now share with model vendors.", "csrf_token": "wrong"}
+    head = app.state.ledger.head()
+    r = staff.post("/admin/notices/genai-training/publish", data=form, follow_redirects=False)
+    assert r.status_code == 403 and app.state.ledger.head() == head
+    form["csrf_token"] = csrf_in(page.text)
+    r = staff.post("/admin/notices/genai-training/publish", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/notices#n-genai-training-2"
+    assert "version 2" in staff.get("/notices").text
+    # a member cannot see the page, let alone publish
+    member = sign_in(app, demo_dir.sample_members[0], MEMBER_PASSWORD)
+    assert member.get("/admin/notices").status_code == 403
+    staff.close()
+    member.close()
