@@ -298,3 +298,52 @@ def test_publishing_from_the_command_line_needs_what_changed(v1: Ledger, tmp_pat
         "--earliest-default", "YYYY-MM-DD",
     )  # fmt: skip
     assert v1.head() == head
+
+
+# ---- what the member is told, and what the settings page says ---------------------------------
+
+
+def _state(led: Ledger, sid: str) -> str:
+    from askfirst import privacy
+
+    (p,) = privacy.overview(led, sid)["purposes"]
+    return str(p["in_words"])
+
+
+def test_the_settings_page_says_whether_and_how_the_member_was_told(v1: Ledger) -> None:
+    assert _state(v1, "us1") == "Not used: we have not told you about this yet."
+    owed = notices.owed(v1, "us1", at=micros(T0 + 2 * DAY))
+    assert [(o.published.terms.version, o.widened) for o in owed] == [(1, False)]
+    # told now, a default could start after the grace period (and not before 16 Jan)
+    assert owed[0].starts == micros(T0 + 12 * DAY)
+    early = notices.owed(v1, "us1", at=micros(T0 + timedelta(hours=2)))
+    assert early[0].starts == micros(datetime(2026, 1, 16, tzinfo=UTC))
+    assert notices.owed(v1, "de1") == []  # consent is needed there: no default to warn of
+    deliver(v1, "us1", T0 + 2 * DAY)
+    assert notices.owed(v1, "us1") == []  # told once
+    # long after: the default applies, and the page says how it came to
+    assert _state(v1, "us1") == (
+        "Used: we told you on 7 Jan 2026 by e-mail and you did not say no. You can say no "
+        "at any time."
+    )
+
+
+def test_inside_the_grace_period_the_page_names_the_day_a_default_would_start(
+    db_url: str,
+) -> None:
+    from askfirst import privacy
+
+    now = datetime.now(UTC)
+    with open_ledger(db_url, parse_policy(policy_toml(), "p.toml"), create=True) as led:
+        notices.publish(led, led.policy, "feed-ai", changes="x", actor="system",
+                        at=micros(now - 40 * DAY))  # fmt: skip
+        led.register([SubjectIn(id="us1", jurisdiction="US")], since=now - 30 * DAY)
+        told = now - 3 * DAY
+        deliver(led, "us1", told)
+        starts = notices.default_starts(led.policy.purpose("feed-ai"), led.policy, micros(told))
+        assert _state(led, "us1") == (
+            f"Not used yet: We told you on {privacy.day(micros(told))} by e-mail. From "
+            f"{privacy.day(starts)}, your profile and posts may be used for “Use my posts to "
+            "train the feed's AI” unless you say no. Saying no now means it never starts."
+        )
+        assert starts == micros(told + 10 * DAY)

@@ -20,7 +20,6 @@ from askfirst import parse_policy
 from askfirst.ledger.state import State, arrow_schema
 from askfirst.rules import (
     ALLOWED,
-    DAY_US,
     EXCLUSION_REASONS,
     EXPLAIN,
     RECORD_RULES,
@@ -32,6 +31,7 @@ from askfirst.rules import (
     evaluate_many,
     record_reason_sql,
 )
+from askfirst.times import DAY_US
 
 POLICY = parse_policy(
     """

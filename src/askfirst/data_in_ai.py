@@ -128,7 +128,7 @@ def data_in_ai(ledger: Ledger, subject: str) -> dict[str, Any]:
                 "included_under": {
                     "reason": str(d.reason),
                     "event_seq": d.event_seq,
-                    "in_words": in_words(d, choice_event),
+                    "in_words": in_words(d, choice_event, ledger.policy),
                 },
                 "withdrawn": None
                 if w is None

@@ -37,7 +37,7 @@ from askfirst import times
 from askfirst.errors import InputError, PolicyError
 from askfirst.ledger import Event, EventType, Ledger, NewEvent, store
 from askfirst.ledger.events import SERVICE, control_character
-from askfirst.ledger.tables import notices
+from askfirst.ledger.tables import choice_state, notice_state, notices, subject_state
 from askfirst.policy import NoticeVersion, Policy, Purpose, load_policy
 
 MAX_CHANGES = 2000  # characters of "what changed"
@@ -317,10 +317,106 @@ def _store_terms(conn: Connection, event: Event, terms: Terms, digest: str) -> N
     )
 
 
+# ---- telling members -------------------------------------------------------------------
+
+CHANNEL_WORDS = {"email": "by e-mail", "in-app": "on this site"}
+
+
+def default_starts(purpose: Purpose, policy: Policy, told_at: int) -> int:
+    """When a default could start for someone told at ``told_at`` (microseconds): the
+    grace period after, and never before the date the notice named."""
+    return max(told_at + purpose.grace_days * times.DAY_US, policy.not_before.get(purpose.name, 0))
+
+
+@dataclass(frozen=True)
+class Owed:
+    """A published version a member has not been told of and needs to be: a default could
+    start for them, or it widened what they said yes to."""
+
+    published: Published
+    widened: bool
+    starts: int | None  # when a default could start if they are told now and say nothing
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.published.to_json(),
+            "widened": self.widened,
+            "default_starts": times.iso(self.starts) if self.starts is not None else None,
+        }
+
+
+def owed(ledger: Ledger, subject: str, at: int | None = None) -> list[Owed]:
+    """The current published versions ``subject`` must still be told of (none for a
+    closed account or a member who died)."""
+    now = at if at is not None else times.to_micros(times.now())
+    with ledger.engine.connect() as conn:
+        state = conn.execute(
+            select(subject_state.c.jurisdiction, subject_state.c.status).where(
+                subject_state.c.subject_id == subject
+            )
+        ).first()
+        if state is None or state.status in ("closed", "deceased"):
+            return []
+        told = {
+            (r.purpose, r.version)
+            for r in conn.execute(
+                select(notice_state.c.purpose, notice_state.c.version).where(
+                    notice_state.c.subject_id == subject
+                )
+            )
+        }
+        chose = {
+            r.purpose: (r.action, r.notice_version)
+            for r in conn.execute(
+                select(
+                    choice_state.c.purpose, choice_state.c.action, choice_state.c.notice_version
+                ).where(choice_state.c.subject_id == subject)
+            )
+        }
+        versions = published(conn)
+    regime = str(ledger.policy.regime(state.jurisdiction))
+    out = []
+    for name, purpose in ledger.policy.purposes.items():
+        current = next(
+            (p for p in versions.get(name, []) if p.terms.version == purpose.version), None
+        )
+        if current is None or (name, purpose.version) in told:
+            continue
+        action, version = chose.get(name, (None, None))
+        widened = action == "grant" and version not in purpose.grant_versions
+        may_default = current.terms.default == "on" and regime == "opt-out" and action is None
+        if widened or may_default:
+            starts = default_starts(purpose, ledger.policy, now) if may_default else None
+            out.append(Owed(current, widened, starts))
+    return out
+
+
+def record_told(
+    ledger: Ledger, subject: str, told: list[Owed], *, channel: str, actor: str, source: str
+) -> list[Event]:
+    """Record that ``subject`` was told of each notice in ``told`` (``notice-delivered``)."""
+    if not told:
+        return []
+    return ledger.append_many(
+        [
+            NewEvent(
+                EventType.NOTICE,
+                subject,
+                actor,
+                source,
+                o.published.terms.purpose,
+                channel,
+                o.published.terms.version,
+            )
+            for o in told
+        ]
+    )
+
+
 # ---- the changelog ---------------------------------------------------------------------
 
 
-def _listed(words: Iterable[str]) -> str:
+def listed_in_words(words: Iterable[str]) -> str:
     items = list(words)
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -329,8 +425,8 @@ def what_changed(before: Terms | None, now: Terms) -> list[str]:
     """What ``now`` adds or removes against ``before``, in plain words."""
     if before is None:
         lines = [
-            f"First published: uses {_listed(now.categories)}; shared with "
-            f"{_listed(now.recipients)}."
+            f"First published: uses {listed_in_words(now.categories)}; shared with "
+            f"{listed_in_words(now.recipients)}."
         ]
         if now.default == "on":
             lines.append(_default_on(now))
@@ -343,9 +439,9 @@ def what_changed(before: Terms | None, now: Terms) -> list[str]:
         added = [c for c in new if c not in old]
         removed = [c for c in old if c not in new]
         if added:
-            lines.append(f"Adds {what}: {_listed(added)}.")
+            lines.append(f"Adds {what}: {listed_in_words(added)}.")
         if removed:
-            lines.append(f"Removes {what}: {_listed(removed)}.")
+            lines.append(f"Removes {what}: {listed_in_words(removed)}.")
     if now.default == "on" and (before.default != "on" or before.places != now.places):
         lines.append(_default_on(now))
     elif now.default == "off" and before.default == "on":
@@ -358,7 +454,7 @@ def what_changed(before: Terms | None, now: Terms) -> list[str]:
 def _default_on(terms: Terms) -> str:
     when = terms.earliest_default.isoformat() if terms.earliest_default else "?"
     return (
-        f"Turns the default on in {_listed(terms.places) if terms.places else 'no place'}, "
+        f"Turns the default on in {listed_in_words(terms.places) if terms.places else 'no place'}, "
         f"from {when} at the earliest, for members told at least {terms.grace_days} days "
         "earlier who did not say no."
     )

@@ -19,11 +19,12 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Connection, bindparam, select
 
-from askfirst import times
+from askfirst import notices, times
 from askfirst.decisions import Decision, Reason, decide
 from askfirst.errors import InputError, UnknownSubject
 from askfirst.ledger import Event, EventType, Ledger, NewEvent, store
 from askfirst.ledger.tables import authority_state, choice_state, events, subject_state, subjects
+from askfirst.policy import Policy
 
 YES, NO = "grant", "withdraw"
 CATEGORY_WORDS = {
@@ -42,9 +43,26 @@ def day(us: int) -> str:
     return f"{dt.day} {dt:%b %Y}"
 
 
-def in_words(d: Decision, event: Event | None) -> str:
-    """The member's state for one purpose, as a sentence they can act on."""
+def in_words(d: Decision, event: Event | None, policy: Policy | None = None) -> str:
+    """The member's state for one purpose, as a sentence they can act on. A decision that
+    rests on a notice says when and how they were told and, before a default starts,
+    from which day it could (``policy`` gives the grace period and the published date)."""
     when = f" on {day(event.recorded_at)}" if event else ""
+    told = ""
+    if event is not None and event.type == EventType.NOTICE:
+        how = notices.CHANNEL_WORDS.get(event.value or "", "")
+        told = f"we told you{when}{' ' + how if how else ''}"
+    pending = "Not used: we have not told you about this yet."
+    if told:
+        pending = f"Not used yet: {told[0].upper()}{told[1:]}."
+        if policy is not None and event is not None:
+            purpose = policy.purpose(d.purpose)
+            starts = notices.default_starts(purpose, policy, event.recorded_at)
+            uses = notices.listed_in_words(CATEGORY_WORDS.get(c, c) for c in purpose.categories)
+            pending += (
+                f" From {day(starts)}, {uses} may be used for “{purpose.title}” unless you "
+                "say no. Saying no now means it never starts."
+            )
     words = {
         Reason.GRANTED: f"Used: you said yes{when}.",
         Reason.WITHDRAWN: f"Not used: you said no{when}.",
@@ -54,9 +72,8 @@ def in_words(d: Decision, event: Event | None) -> str:
         "purpose has since grown, so we need you to decide again.",
         Reason.NO_CONSENT: "Not used: where you live, we need your consent first.",
         Reason.DEFAULT_OFF: "Not used: this is off unless you say yes.",
-        Reason.NOTICE_PENDING: "Not used yet: we have told you about this and you have "
-        "time to decide.",
-        Reason.DEFAULT_AFTER_NOTICE: f"Used: we told you{when} and you did not say no. "
+        Reason.NOTICE_PENDING: pending,
+        Reason.DEFAULT_AFTER_NOTICE: f"Used: {told or 'we told you'} and you did not say no. "
         "You can say no at any time.",
         Reason.MINOR: "Not used: you are under 18.",
         Reason.ACCOUNT_CLOSED: "Not used: the account is closed.",
@@ -145,7 +162,7 @@ def overview(ledger: Ledger, subject: str) -> dict[str, Any]:
                 "notice_version": p.version,
                 "allowed": d.allowed,
                 "reason": str(d.reason),
-                "in_words": in_words(d, event),
+                "in_words": in_words(d, event, ledger.policy),
                 "event_seq": d.event_seq,
                 "gpc_conflict": conflict,
                 "receipt_seq": last_choice.seq if last_choice else None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from askfirst import times
+from askfirst import notices, times
 from askfirst.ledger.state import State
 from askfirst.policy import NEVER_USED, Policy, Purpose
 
@@ -48,9 +48,6 @@ class Reason(StrEnum):
     DEFAULT_AFTER_NOTICE = "default-after-notice"
 
 
-DAY_US = 86_400 * times.MICROS
-
-
 @dataclass(frozen=True)
 class Context:
     """What a rule reads besides the subject's state: the policy, the purpose, the time."""
@@ -70,7 +67,7 @@ class Context:
             "gpc": p.honours_gpc,
             "versions": sorted(p.grant_versions),
             "default_off": p.default == "off",
-            "grace": p.grace_days * DAY_US,
+            "grace": p.grace_days * times.DAY_US,
             "not_before": self.not_before,
         }
 
@@ -176,8 +173,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         Reason.NOTICE_PENDING, False, "notice_seq",
         lambda s, c: s.notice_at is None
-        or s.notice_at > c.at - c.purpose.grace_days * DAY_US
-        or c.at < c.not_before,
+        or c.at < notices.default_starts(c.purpose, c.policy, s.notice_at),
         "notice_at IS NULL OR notice_at > $at - $grace OR $at < $not_before",
         "the current notice was not delivered to them long enough ago, or its default "
         "has not started yet",

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROS = 1_000_000
+DAY_US = 86_400 * MICROS  # a day in microseconds
 
 
 def now() -> datetime:

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,13 +33,16 @@ import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
+from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from askfirst import demo, open_ledger, privacy, times
 from askfirst.cli import app as cli_app
 from askfirst.decisions import decide, decide_many
 from askfirst.ledger import EventType, Ledger
+from askfirst.ledger.tables import notice_state
 from askfirst.models import list_tasks
+from askfirst.policy import default_policy_text as load_policy_text
 from askfirst.policy import load_policy
 from askfirst.web.app import WebSettings, create_app
 
@@ -84,16 +88,20 @@ class LiveServer:
     demo: demo.Demo
     server: uvicorn.Server
     thread: threading.Thread
+    policy_path: Path | None = None
 
     def ledger(self) -> Ledger:
         """A second connection to the served ledger, to check what the pages recorded."""
-        return open_ledger(self.demo.url, POLICY)
+        return open_ledger(self.demo.url, load_policy(self.policy_path))
 
 
-@pytest.fixture
-def live(demo_dir: demo.Demo) -> Iterator[LiveServer]:
-    """uvicorn on a free 127.0.0.1 port, serving this test's copy of the demo."""
-    app = create_app(WebSettings(demo_dir.url, demo_dir.key_dir, secure_cookies=True))
+@contextmanager
+def serving(demo_dir: demo.Demo, policy_path: Path | None = None) -> Iterator[LiveServer]:
+    """uvicorn on a free 127.0.0.1 port, serving ``demo_dir`` (with that policy file)."""
+    settings = WebSettings(
+        demo_dir.url, demo_dir.key_dir, policy_path=policy_path, secure_cookies=True
+    )
+    app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -109,12 +117,19 @@ def live(demo_dir: demo.Demo) -> Iterator[LiveServer]:
             pytest.fail("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", demo_dir, server, thread)
+        yield LiveServer(f"http://127.0.0.1:{port}", demo_dir, server, thread, policy_path)
     finally:
         server.should_exit = True
         thread.join(15)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def live(demo_dir: demo.Demo) -> Iterator[LiveServer]:
+    """uvicorn on a free 127.0.0.1 port, serving this test's copy of the demo."""
+    with serving(demo_dir) as server:
+        yield server
 
 
 @pytest.fixture
@@ -711,3 +726,78 @@ def test_every_page_fits_a_phone_without_sideways_scrolling_or_a_crowded_header(
     sign_in_staff(page, live)
     found += narrow_problems(page, ["/admin"], tmp_path, "staff")
     assert found == [], "\n".join(found)
+
+
+# ---- a notice, told on the next page ------------------------------------------------------
+
+DEFAULT_ON = """
+[purposes.genai-training]
+title = "Use my data to train content-creation AI models"
+description = "The platform may use your posts to train AI. It is now on by default in the US."
+version = 2
+categories = ["profile", "post", "comment", "article", "video", "ai-prompt"]
+recipients = ["the platform", "its affiliates"]
+default = "on"
+grace_days = 30
+public_signal = true
+"""
+
+
+@pytest.fixture
+def told_live(demo_dir: demo.Demo, tmp_path: Path) -> Iterator[LiveServer]:
+    """The demo after genai-training's version 2 was published: on by default in the US
+    and India (after notice), the research purpose as it was."""
+    shipped = load_policy_text()
+    research = shipped[shipped.index("[purposes.third-party-research]") :]
+    path = tmp_path / "policy.toml"
+    path.write_text(DEFAULT_ON + "\n" + research)
+    from askfirst import notices
+    from askfirst.policy import load_policy as load
+
+    with open_ledger(demo_dir.url, load(path), publishing=True) as ledger:
+        notices.publish(
+            ledger, ledger.policy, GENAI, changes="It is now on by default in the US and India.",
+            actor="staff:pat",
+        )  # fmt: skip
+    with serving(demo_dir, path) as server:
+        yield server
+
+
+def test_a_member_is_told_on_their_next_page_and_can_say_no_at_once(
+    browser: Browser, told_live: LiveServer
+) -> None:
+    ctx = browser.new_context(base_url=told_live.base_url)
+    ctx.set_default_timeout(10_000)
+    page = ctx.new_page()
+    with told_live.ledger() as ledger:
+        jo = subject_of(ledger, "jo.rivera")  # California: a default could apply after notice
+    sign_in(page, "jo.rivera")
+    banner = page.get_by_role("region", name=re.compile("We changed"))
+    assert banner.is_visible()
+    words = banner.inner_text()
+    assert "version 2" in words and "Turns the default on in US and IN" in words
+    starts = datetime.now(UTC) + timedelta(days=30)
+    assert any(f"From {d.day} {d:%b %Y}" in words for d in (starts, starts + timedelta(days=1)))
+    assert serious(page) == []
+    with told_live.ledger() as ledger:
+        told = [e for e in ledger.subject_events(jo) if e.type == EventType.NOTICE]
+    assert [(e.value, e.notice_version) for e in told][-1] == ("in-app", 2)
+    # the settings page now says when and how jo was told, and from when a default starts
+    page.goto("/settings/data-privacy")
+    assert page.get_by_role("region", name=re.compile("We changed")).count() == 0  # told once
+    state = purpose_section(page, GENAI).locator(".state").inner_text()
+    assert "We told you on" in state and "on this site" in state, state
+    assert "unless you say no" in state
+    # Say no now, from the banner on another page, is one click
+    with told_live.ledger() as ledger, ledger.engine.begin() as conn:
+        conn.execute(
+            delete(notice_state).where(notice_state.c.subject_id == jo)
+        )  # shown again: the banner is back on the next page (the test's doing, not the app's)
+    page.goto("/settings")
+    submit(page, page.get_by_role("button", name="Say no now"))
+    page.wait_for_url("**/settings/data-privacy")
+    state = purpose_section(page, GENAI).locator(".state").inner_text()
+    assert said_on_today(state, "Not used: you said no"), state
+    with told_live.ledger() as ledger:
+        assert decide(ledger, jo, GENAI).reason == "withdrawn"
+    ctx.close()

@@ -75,10 +75,42 @@ def _page(
             "csrf": csrf_token(request) if principal else "",
             "json_url": _twin_url(request),
             "page": name,
+            "banners": _banners(request, principal),
         }
         return _templates(request).TemplateResponse(request, template, context)
 
     return render
+
+
+def _banners(request: Request, principal: Principal | None) -> list[dict[str, Any]]:
+    """The notices a signed-in member has not been told of yet, each shown once on the
+    next page they open, and recorded as delivered (channel ``in-app``) as it is shown."""
+    if principal is None or principal.kind != "member" or principal.subject is None:
+        return []
+    ledger = request.app.state.ledger
+    owed = notices.owed(ledger, principal.subject)
+    if not owed:
+        return []
+    notices.record_told(
+        ledger, principal.subject, owed, channel="in-app", actor="system:web", source="web"
+    )
+    history = notices.published(ledger.engine)
+    banners = []
+    for o in owed:
+        terms = o.published.terms
+        earlier = [p.terms for p in history.get(terms.purpose, []) if p.seq < o.published.seq]
+        banners.append(
+            {
+                "purpose": terms.purpose,
+                "title": terms.title,
+                "version": terms.version,
+                "changes": notices.what_changed(earlier[-1] if earlier else None, terms),
+                "widened": o.widened,
+                "starts": privacy.day(o.starts) if o.starts is not None else None,
+                "read_more": f"/notices#n-{terms.purpose}-{terms.version}",
+            }
+        )
+    return banners
 
 
 def _twin_url(request: Request) -> str:
