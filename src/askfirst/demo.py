@@ -192,6 +192,7 @@ def _history(rng: random.Random, members: list[SubjectIn], t0: int) -> list[NewE
                     actor="system:demo",
                     source="demo",
                     purpose=PURPOSES[0],
+                    value="email",
                 ),
             )
         )

@@ -16,22 +16,26 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
-from askfirst import lineage, privacy, times
+from askfirst import lineage, notices, privacy, times
 from askfirst.data_in_ai import data_in_ai
 from askfirst.decisions import decide_many
 from askfirst.errors import InputError
+from askfirst.ledger.events import SERVICE
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import (
     accounts,
     api_tokens,
     choice_state,
     content,
+    events,
     model_snapshots,
     models,
+    notice_state,
     snapshots,
     subject_state,
 )
@@ -363,3 +367,130 @@ def decision_counts(ledger: Ledger) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# ---- notices: who was told, and what they chose ---------------------------------------------
+
+STATUS_COUNTS = (
+    "subjects",  # registered subjects who live there
+    "could_default",  # ... whom a default of the current version could reach
+    "told_email",  # ... told the current version by e-mail
+    "told_in_app",  # ... on the site
+    "told_other",  # ... by another channel the platform recorded
+    "in_grace",  # told, and the default has not started for them yet
+    "have_default",  # in by default: told, had time to say no, and did not
+    "said_yes",
+    "said_no",  # said no, objected, or their browser's GPC signal counts as no
+)
+_STATUS_SQL = """
+SELECT coalesce(s.jurisdiction, '') AS jurisdiction, s.regime,
+  count(*) AS subjects,
+  count(*) FILTER (WHERE s.regime = 'opt-out' AND $default_on AND s.status = 'active'
+                   AND s.kind <> 'person') AS could_default,
+  count(*) FILTER (WHERE s.channel = 'email') AS told_email,
+  count(*) FILTER (WHERE s.channel = 'in-app') AS told_in_app,
+  count(*) FILTER (WHERE s.told AND coalesce(s.channel, '') NOT IN ('email', 'in-app'))
+    AS told_other,
+  count(*) FILTER (WHERE s.told AND d.reason = 'notice-pending') AS in_grace,
+  count(*) FILTER (WHERE d.reason = 'default-after-notice') AS have_default,
+  count(*) FILTER (WHERE d.reason = 'granted') AS said_yes,
+  count(*) FILTER (WHERE d.reason IN ('withdrawn', 'gpc')) AS said_no
+FROM s JOIN d ON d.subject = s.subject_id
+GROUP BY ALL ORDER BY 1"""
+
+
+def notice_status(ledger: Ledger, purpose: str) -> dict[str, Any]:
+    """For a purpose's current version, per jurisdiction: how many subjects a default
+    could reach, how many were told (by channel), are inside the grace period, are in
+    by default, said yes, said no."""
+    import pyarrow as pa
+
+    from askfirst.rules import duckdb_tables
+
+    p = ledger.policy.purpose(purpose)
+    current = notices.current(ledger, purpose)
+    decided = decide_many(ledger, purpose)
+    q = (
+        select(
+            subject_state.c.subject_id,
+            subject_state.c.jurisdiction,
+            subject_state.c.status,
+            subject_state.c.kind,
+            events.c.value.label("channel"),
+            (notice_state.c.seq.is_not(None)).label("told"),
+        )
+        .select_from(
+            subject_state.outerjoin(
+                notice_state,
+                and_(
+                    notice_state.c.subject_id == subject_state.c.subject_id,
+                    notice_state.c.purpose == purpose,
+                    notice_state.c.version == p.version,
+                ),
+            ).outerjoin(events, events.c.seq == notice_state.c.seq)
+        )
+        .where(subject_state.c.subject_id != SERVICE)
+    )
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    places = sorted({r.jurisdiction or "" for r in rows})
+    regimes = {j: str(ledger.policy.regime(j or None)) for j in places}
+    table = pa.table(
+        {
+            "subject_id": [r.subject_id for r in rows],
+            "jurisdiction": [r.jurisdiction for r in rows],
+            "regime": [regimes[r.jurisdiction or ""] for r in rows],
+            "status": [r.status for r in rows],
+            "kind": [r.kind for r in rows],
+            "channel": [r.channel for r in rows],
+            "told": [bool(r.told) for r in rows],
+        }
+    )
+    default_on = "true" if current is not None and current.terms.default == "on" else "false"
+    with duckdb_tables(s=table, d=decided) as con:
+        found = con.sql(_STATUS_SQL.replace("$default_on", default_on)).fetchall()
+    places_out = [
+        {"jurisdiction": row[0] or None, "regime": row[1], **dict(zip(STATUS_COUNTS, row[2:], strict=True))}
+        for row in found
+    ]
+    totals = {k: sum(int(r[k]) for r in places_out) for k in STATUS_COUNTS}
+    return {
+        "purpose": purpose,
+        "title": p.title,
+        "version": p.version,
+        "published": current.to_json() if current is not None else None,
+        "default": current.terms.default if current is not None else p.default,
+        "jurisdictions": places_out,
+        "totals": totals,
+        "choices_over_time": choices_over_time(ledger, purpose),
+    }
+
+
+def choices_over_time(ledger: Ledger, purpose: str) -> list[dict[str, Any]]:
+    """Yes and no said for a purpose, per week (Monday, UTC) and regime (where the
+    subject lives now), oldest first: the chart on the staff's notices page."""
+    q = (
+        select(events.c.recorded_at, events.c.value, subject_state.c.jurisdiction)
+        .join(subject_state, subject_state.c.subject_id == events.c.subject_id)
+        .where(events.c.type == "choice", events.c.purpose == purpose)
+    )
+    counts: Counter[tuple[str, str, str]] = Counter()
+    regimes: dict[str | None, str] = {}
+    with ledger.engine.connect() as conn:
+        for at, action, where in conn.execute(q):
+            when = times.from_micros(at).date()
+            week = (when - timedelta(days=when.weekday())).isoformat()
+            if where not in regimes:
+                regimes[where] = str(ledger.policy.regime(where))
+            counts[(week, regimes[where], "yes" if action == "grant" else "no")] += 1
+    weeks = sorted({k[0] for k in counts})
+    return [
+        {
+            "week": w,
+            "regime": r,
+            "yes": counts[(w, r, "yes")],
+            "no": counts[(w, r, "no")],
+        }
+        for w in weeks
+        for r in ("opt-in", "opt-out")
+    ]

@@ -11,8 +11,9 @@ import feedparser
 import pytest
 from fastapi import FastAPI
 
-from askfirst import demo, notices, parse_policy
+from askfirst import demo, notices, parse_policy, privacy
 from askfirst.accounts import create_token
+from askfirst.decisions import decide_many
 from askfirst.demo import STAFF_USER
 from askfirst.policy import default_policy_text
 from askfirst.web.app import WebSettings, create_app
@@ -166,3 +167,84 @@ def test_staff_publish_from_the_console_with_a_csrf_token(
     assert member.get("/admin/notices").status_code == 403
     staff.close()
     member.close()
+
+
+# ---- the staff's view: who was told, and what they chose -------------------------------------
+
+
+def test_staff_see_who_was_told_and_what_they_chose_per_jurisdiction(
+    app: FastAPI, demo_dir: demo.Demo
+) -> None:
+    staff = sign_in(app, STAFF_USER, demo_dir.staff_password)
+    data = staff.get("/admin/notices/genai-training.json").json()
+    totals = data["totals"]
+    # the demo told every member by e-mail; genai-training is off by default everywhere
+    assert totals["told_email"] == 200 and totals["could_default"] == 0
+    assert totals["have_default"] == 0 and totals["in_grace"] == 0
+    by_place = {j["jurisdiction"]: j for j in data["jurisdictions"]}
+    assert by_place["DE"]["regime"] == "opt-in" and by_place["US-CA"]["regime"] == "opt-out"
+    assert sum(j["subjects"] for j in data["jurisdictions"]) == totals["subjects"]
+    # the figures agree with the decisions themselves
+    reasons = decide_many(app.state.ledger, "genai-training").column("reason").to_pylist()
+    assert totals["said_yes"] == reasons.count("granted")
+    assert totals["said_no"] == reasons.count("withdrawn") + reasons.count("gpc")
+    weeks = data["choices_over_time"]
+    assert sum(w["yes"] + w["no"] for w in weeks) == sum(
+        1 for e in app.state.ledger.events(limit=100_000)
+        if e.type == "choice" and e.purpose == "genai-training"
+    )  # fmt: skip
+    page = staff.get("/admin/notices/genai-training")
+    assert page.status_code == 200
+    assert page.text.count("<svg") == 2  # one panel per regime, drawn on the server
+    assert "opt-out: " in page.text and "in by default" in page.text
+    assert "<script" not in page.text
+    member = sign_in(app, demo_dir.sample_members[0], MEMBER_PASSWORD)
+    assert member.get("/admin/notices/genai-training.json").status_code == 403
+    assert staff.get("/admin/notices/no-such-purpose").status_code == 404
+    staff.close()
+    member.close()
+
+
+def test_a_default_on_notice_counts_who_it_could_reach_and_who_is_waiting(
+    edited: tuple[FastAPI, Path], demo_dir: demo.Demo
+) -> None:
+    """After a version that is on by default in the US and India is published, nobody has
+    the default yet: those told of it are inside their grace period."""
+    app, path = edited
+    text = path.read_text()
+    path.write_text(
+        text.replace(V1_TERMS, 'recipients = ["the platform", "its affiliates"]\ndefault = "on"')
+        .replace("version = 1", "version = 2", 1)
+        .replace('opt_out = ["US", "IN"]', 'opt_out = ["US", "IN"]')
+    )
+    notices.publish_file(app.state.ledger, path, "genai-training", changes="On by default "
+                         "in the US and India.", actor="staff:pat")  # fmt: skip
+    staff = sign_in(app, STAFF_USER, demo_dir.staff_password)
+    before = staff.get("/admin/notices/genai-training.json").json()["totals"]
+    assert before["told_in_app"] == 0 and before["have_default"] == 0
+    member = sign_in(app, _undecided_in_the_us(app), MEMBER_PASSWORD)  # told on this page
+    data = staff.get("/admin/notices/genai-training.json").json()
+    us = [j for j in data["jurisdictions"] if j["regime"] == "opt-out"]
+    assert sum(j["could_default"] for j in us) == before["could_default"] > 0
+    assert data["totals"]["told_in_app"] == 1
+    assert data["totals"]["in_grace"] == 1 and data["totals"]["have_default"] == 0
+    staff.close()
+    member.close()
+
+
+def _undecided_in_the_us(app: FastAPI) -> str:
+    """The username of a member in the US who never chose for genai-training."""
+    ledger = app.state.ledger
+    for sid in decide_many(ledger, "genai-training").column("subject").to_pylist():
+        profile = privacy.profile(ledger, sid)
+        in_us = (profile.jurisdiction or "").startswith("US") and profile.status == "active"
+        if in_us and profile.kind == "member" and profile.handle and not _chose(app, sid):
+            return profile.handle
+    raise AssertionError("the demo has no undecided member in the US")
+
+
+def _chose(app: FastAPI, subject: str | None) -> bool:
+    return any(
+        e.type == "choice" and e.purpose == "genai-training"
+        for e in app.state.ledger.subject_events(subject or "")
+    )

@@ -71,6 +71,7 @@ def samples(ledger: Ledger) -> dict[str, list[str]]:
         "handle": ["anna.keller", "acme"],
         "record_id": [a_public_post(ledger, ANNA)],
         "seq": [str(choices[-1])],
+        "purpose": ["genai-training"],
     }
 
 

@@ -25,7 +25,7 @@ from askfirst.decisions import decide
 from askfirst.ledger.tables import content
 from askfirst.models import list_tasks
 from askfirst.policy import load_policy
-from askfirst.reports import choice_counts, decision_counts
+from askfirst.reports import choice_counts, decision_counts, notice_status
 from askfirst.web.auth import (
     LedgerDep,
     MaybePrincipal,
@@ -632,3 +632,59 @@ def admin_publish_notice(
         source="web",
     )
     return RedirectResponse(f"/notices#n-{purpose}-{made.terms.version}", status_code=303)
+
+
+def _chart(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bars for the choices-over-time chart, one panel per regime: per week a yes bar
+    above the axis and a no bar below it, scaled to the busiest week."""
+    weeks = sorted({row["week"] for row in series})
+    top = max([1, *(max(row["yes"], row["no"]) for row in series)])
+    width, half = 12, 60  # px per week, px from the axis to the top
+    panels = []
+    for regime in ("opt-in", "opt-out"):
+        rows = {row["week"]: row for row in series if row["regime"] == regime}
+        bars = []
+        for i, week in enumerate(weeks):
+            row = rows.get(week, {"yes": 0, "no": 0})
+            yes, no = row["yes"], row["no"]
+            bars.append(
+                {
+                    "x": 40 + i * width,
+                    "yes_y": half - round(yes / top * half),
+                    "yes_h": round(yes / top * half),
+                    "no_h": round(no / top * half),
+                    "title": f"week of {week}: {yes} yes, {no} no",
+                }
+            )
+        panels.append(
+            {
+                "regime": regime,
+                "bars": bars,
+                "width": 40 + len(weeks) * width + 10,
+                "height": 2 * half + 20,
+                "axis": half,
+                "top": top,
+                "first": weeks[0] if weeks else None,
+                "last": weeks[-1] if weeks else None,
+                "yes": sum(r["yes"] for r in rows.values()),
+                "no": sum(r["no"] for r in rows.values()),
+            }
+        )
+    return panels
+
+
+@router.get("/admin/notices/{purpose}", name="admin_notice_status")
+@router.get("/admin/notices/{purpose}.json")
+def admin_notice_status(
+    request: Request,
+    principal: MaybePrincipal,
+    ledger: LedgerDep,
+    purpose: Annotated[str, Path(min_length=1, max_length=64)],
+) -> Response:
+    """Who a purpose's current notice could reach, who was told and how, and what they
+    chose, per jurisdiction; and a chart of yes and no over time per regime."""
+    who = _staff(principal, request)
+    data = notice_status(ledger, purpose)
+    if not request.url.path.endswith(".json"):
+        data["chart"] = _chart(data["choices_over_time"])
+    return _page("admin-notices", "admin_notice_status.html")(request, data, who)
