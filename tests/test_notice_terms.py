@@ -347,3 +347,23 @@ def test_inside_the_grace_period_the_page_names_the_day_a_default_would_start(
             "train the feed's AI” unless you say no. Saying no now means it never starts."
         )
         assert starts == micros(told + 10 * DAY)
+
+
+def test_notice_status_counts_who_was_told_and_who_is_waiting(v1: Ledger, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    deliver(v1, "us1", now - timedelta(days=2), channel="in-app")  # inside its grace period
+    deliver(v1, "de1", now - timedelta(days=1))  # told, but consent is needed there
+    current = write_policy(tmp_path, policy_toml())
+    report = json.loads(ok(run("notice", "status", "feed-ai", "--json", "--db", v1.url,
+                               "--policy", current)))  # fmt: skip
+    by_place = {j["jurisdiction"]: j for j in report["jurisdictions"]}
+    assert by_place["US"] == {
+        "jurisdiction": "US", "regime": "opt-out", "subjects": 2, "could_default": 2,
+        "told_email": 0, "told_in_app": 1, "told_other": 0, "in_grace": 1, "have_default": 0,
+        "said_yes": 0, "said_no": 0,
+    }  # fmt: skip
+    assert (by_place["DE"]["could_default"], by_place["DE"]["told_email"]) == (0, 1)
+    text = ok(run("notice", "status", "feed-ai", "--db", v1.url, "--policy", current))
+    assert text.splitlines()[0].startswith("feed-ai version 1: published 2026-01-05 (seq 1)")
+    assert "in grace" in text.splitlines()[1]
+    one_line_error(run("notice", "status", "nope", "--db", v1.url, "--policy", current), "nope")

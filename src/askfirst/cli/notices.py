@@ -92,6 +92,44 @@ def publish(
         out.print(f"  {line}")
 
 
+@notice_app.command("status")
+@handles_errors
+def status(
+    purpose: Annotated[str, typer.Argument(help="The purpose whose current notice to report.")],
+    db: Db = DB_DEFAULT,
+    policy: PolicyFile = None,
+    as_json: Json = False,
+) -> None:
+    """Per jurisdiction, for PURPOSE's current version: how many subjects a default could
+    reach, how many were told (by channel), are inside the grace period, are in by
+    default, said yes, said no."""
+    from askfirst.reports import STATUS_COUNTS, notice_status
+
+    with ledger_from(db, policy) as ledger:
+        report = notice_status(ledger, purpose)
+    if as_json:
+        print_json(report)
+        return
+    published = report["published"]
+    out.print(
+        f"{purpose} version {report['version']}: "
+        + (
+            f"published {published['published_at'][:10]} (seq {published['seq']}), "
+            f"default {report['default']}"
+            if published
+            else "not published: nobody can be told of it, so no default can apply"
+        ),
+        markup=False,
+    )
+    header = ["where", "regime", *(c.replace("_", " ") for c in STATUS_COUNTS)]
+    rows = [
+        [j["jurisdiction"] or "unknown", j["regime"], *(str(j[c]) for c in STATUS_COUNTS)]
+        for j in report["jurisdictions"]
+    ]
+    rows.append(["all", "", *(str(report["totals"][c]) for c in STATUS_COUNTS)])
+    print_rows(header, rows)
+
+
 @notice_app.command("list")
 @handles_errors
 def list_notices(
