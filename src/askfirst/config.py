@@ -45,8 +45,8 @@ KEY_DIR = Setting(
     env="ASKFIRST_KEY_DIR",
     option="--key-dir",
     default="askfirst-keys",
-    help="Folder for the receipt-signing Ed25519 key and the session secret, kept outside "
-    "the database; made on first start.",
+    help="Folder for the receipt-signing Ed25519 key, the session secret and the secret "
+    "that signs e-mails' one-click links, kept outside the database; made on first start.",
 )
 SECURE_COOKIES = Setting(
     name="secure_cookies",
@@ -129,6 +129,32 @@ ANONYMOUS_REQUESTS = Setting(
     "sign-in (POST /v1/receipts/verify); more are answered 429 with Retry-After.",
 )
 
+SMTP_URL = Setting(
+    name="smtp_url",
+    env="ASKFIRST_SMTP_URL",
+    option=None,
+    default=None,
+    help="The SMTP server notices are mailed through: smtp://USER:PASS@HOST:587?starttls=1 "
+    "(STARTTLS), smtps://USER:PASS@HOST:465 (implicit TLS) or smtp://HOST:25; add "
+    "&cafile=FILE to trust a private CA. Unset: no mail is sent (it stays queued).",
+)
+MAIL_FROM = Setting(
+    name="mail_from",
+    env="ASKFIRST_MAIL_FROM",
+    option=None,
+    default=None,
+    help="The From address of notices by e-mail, e.g. 'askfirst <privacy@example.com>'; "
+    "its domain also names each message's Message-ID.",
+)
+BASE_URL = Setting(
+    name="base_url",
+    env="ASKFIRST_BASE_URL",
+    option=None,
+    default=None,
+    help="The web app's public address, e.g. https://askfirst.example.com: the one-click "
+    "'no' links and the settings links in e-mails point there.",
+)
+
 
 def number(setting: Setting) -> int:
     """A setting that counts something (bytes, attempts), from the environment or its default."""
@@ -151,6 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
     SIGNIN_ATTEMPTS,
     SIGNIN_ADDRESS_ATTEMPTS,
     ANONYMOUS_REQUESTS,
+    SMTP_URL,
+    MAIL_FROM,
+    BASE_URL,
 )
 
 

@@ -171,3 +171,33 @@ def list_notices(
             for e in entries
         ],
     )
+
+
+@notice_app.command("send")
+@handles_errors
+def send(
+    purpose: Annotated[str, typer.Argument(help="The purpose whose current notice to mail.")],
+    db: Db = DB_DEFAULT,
+    policy: PolicyFile = None,
+    as_json: Json = False,
+) -> None:
+    """Queue the current notice of PURPOSE by e-mail for every subject with an address
+    who lives where its default could apply and has not been told of this version;
+    'askfirst outbox run' (or 'askfirst serve') sends them."""
+    from askfirst import mail
+
+    with ledger_from(db, policy) as ledger:
+        queued = mail.queue_notices(ledger, purpose)
+        why = mail.why_nobody(ledger, purpose)
+        owed = mail.pending(ledger)
+    if as_json:
+        print_json({"purpose": purpose, "queued": queued, "pending": owed, "nobody_because": why})
+        return
+    if why is not None:
+        out.print(f"queued 0: {why}", markup=False)
+        return
+    out.print(
+        f"queued {queued} e-mail(s) of {purpose}; {owed} waiting to be sent "
+        "('askfirst outbox run' sends them)",
+        markup=False,
+    )

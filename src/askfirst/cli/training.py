@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
+from askfirst import config
 from askfirst.cli.common import (
     DB_DEFAULT,
     Db,
     Json,
+    KeyDir,
     PolicyFile,
     Quiet,
     err,
@@ -28,7 +30,9 @@ from askfirst.errors import InputError
 model_app = typer.Typer(help="Model versions and the snapshots they were trained on.")
 task_app = typer.Typer(help="Retraining / unlearning tasks opened by withdrawals.")
 recipient_app = typer.Typer(help="Research partners who receive snapshots.")
-outbox_app = typer.Typer(help="Notices owed to research partners (signed webhooks).")
+outbox_app = typer.Typer(
+    help="Notices owed to research partners (signed webhooks) and to members (e-mail)."
+)
 report_app = typer.Typer(help="Training-content summaries and subject access reports.")
 for sub in (model_app, task_app, recipient_app, outbox_app, report_app):
     sub.info.no_args_is_help = True
@@ -305,28 +309,78 @@ def outbox_run(
     ] = 1.0,
     db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
+    key_dir: KeyDir = Path(config.KEY_DIR.default or ""),
     as_json: Json = False,
 ) -> None:
-    """Send the notices owed to partners, retrying with backoff while they are down.
+    """Send the notices owed to partners, retrying with backoff while they are down, and
+    the notices owed to members by e-mail when ASKFIRST_SMTP_URL is set (beside them).
 
     With --until-empty, the exit code is 3 if --max-seconds ran out first."""
+    import threading
+
+    from askfirst import mail
     from askfirst.recipients import run_outbox
 
     if base_delay <= 0:
         raise InputError("--base-delay must be more than 0 seconds")
+    smtp = mail.Smtp.from_env()
     with ledger_from(db, policy) as ledger:
+        mailed: list[mail.MailSent] = []
+        failed: list[BaseException] = []
+        mailer = None
+        if smtp is not None:
+            secret = mail.one_click_secret(key_dir)
+
+            def send_mail() -> None:
+                try:
+                    mailed.append(
+                        mail.run(
+                            ledger,
+                            smtp,
+                            secret,
+                            until_empty=until_empty,
+                            max_seconds=max_seconds,
+                            base_delay_s=base_delay,
+                        )
+                    )
+                except BaseException as e:  # raised again in the command's own thread
+                    failed.append(e)
+
+            mailer = threading.Thread(target=send_mail, name="askfirst-mail", daemon=True)
+            mailer.start()
         sent = run_outbox(
             ledger, until_empty=until_empty, max_seconds=max_seconds, base_delay_s=base_delay
         )
+        if mailer is not None:
+            mailer.join()
+        if failed:
+            raise failed[0]
+        unsent = mail.pending(ledger) if smtp is None else 0
+    sent_mail = mailed[0] if mailed else None
     if as_json:
-        print_json(sent.to_json())
+        print_json(
+            {**sent.to_json(), "mail": sent_mail.to_json() if sent_mail is not None else None}
+        )
     else:
         out.print(
             f"delivered {sent.delivered}, failed tries {sent.failed}, still owed {sent.pending}",
             markup=False,
         )
-    if until_empty and sent.pending:  # stopped by --max-seconds with notices still owed
-        err.print(f"error: {sent.pending} notice(s) still owed; run again later", markup=False)
+        if sent_mail is not None:
+            out.print(
+                f"mail: sent {sent_mail.sent}, failed tries {sent_mail.failed}, dropped "
+                f"{sent_mail.dropped} (no longer owed), still owed {sent_mail.pending}",
+                markup=False,
+            )
+        elif unsent:
+            out.print(
+                f"mail: {unsent} e-mail(s) queued, not sent: set {config.SMTP_URL.env} "
+                f"(and {config.MAIL_FROM.env}, {config.BASE_URL.env})",
+                markup=False,
+            )
+    owed = sent.pending + (sent_mail.pending if sent_mail is not None else 0)
+    if until_empty and owed:  # stopped by --max-seconds with notices still owed
+        err.print(f"error: {owed} notice(s) still owed; run again later", markup=False)
         raise typer.Exit(3)
 
 

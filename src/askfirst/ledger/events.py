@@ -23,6 +23,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    EmailStr,
     Field,
     StrictBool,
     StrictInt,
@@ -530,6 +531,8 @@ class SubjectIn(BaseModel):
     birth_date: date | None = None
     minor: StrictBool | None = None
     status: Literal["active", "deactivated", "closed", "deceased"] = "active"
+    # Where notices are mailed: kept in the directory, never in the chain (erasable).
+    email: EmailStr | None = Field(default=None, max_length=320)
 
     @field_validator("jurisdiction")
     @classmethod

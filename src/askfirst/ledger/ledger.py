@@ -224,7 +224,15 @@ class Ledger:
             if batch:
                 conn.execute(
                     insert(subjects),
-                    [{"id": s.id, "handle": s.handle, "names": json.dumps(s.names)} for s in batch],
+                    [
+                        {
+                            "id": s.id,
+                            "handle": s.handle,
+                            "names": json.dumps(s.names),
+                            "email": s.email,
+                        }
+                        for s in batch
+                    ],
                 )
             return chained
 

@@ -28,6 +28,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from askfirst import mail
 from askfirst.config import WebSettings
 from askfirst.errors import AskfirstError
 from askfirst.ledger import Ledger
@@ -35,7 +36,7 @@ from askfirst.policy import load_policy
 from askfirst.propagation import open_ledger
 from askfirst.receipts import signing_key
 from askfirst.recipients import deliver_due
-from askfirst.web import api, pages, training_api
+from askfirst.web import api, one_click, pages, training_api
 from askfirst.web.errors import error_page, status_for, wants_html
 from askfirst.web.limits import (
     BATCH_BODY_BYTES,
@@ -80,6 +81,8 @@ def session_secret(key_dir: Path) -> str:
 def create_app(settings: WebSettings) -> FastAPI:
     ledger = open_ledger(settings.database_url, load_policy(settings.policy_path))
     key = signing_key(ledger, settings.key_dir)  # recorded in the ledger when made
+    # Notices by e-mail go out from a thread beside the partners' when SMTP is set up.
+    smtp = mail.Smtp.from_env() if settings.send_notices else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -90,10 +93,21 @@ def create_app(settings: WebSettings) -> FastAPI:
                 target=_send_notices, args=(ledger, stop), name="askfirst-notices", daemon=True
             )
             sender.start()
+        mailer = None
+        if smtp is not None:
+            secret = mail.one_click_secret(settings.key_dir)
+            mailer = threading.Thread(
+                target=_send_mail,
+                args=(ledger, smtp, secret, stop),
+                name="askfirst-mail",
+                daemon=True,
+            )
+            mailer.start()
         yield
         stop.set()
-        if sender is not None:
-            sender.join(timeout=15)
+        for thread in (sender, mailer):
+            if thread is not None:
+                thread.join(timeout=15)
         ledger.close()
 
     app = FastAPI(
@@ -182,7 +196,13 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(training_api.router)
-    app.state.routes = [*api.router.routes, *training_api.router.routes, *pages.router.routes]
+    app.include_router(one_click.router)
+    app.state.routes = [
+        *api.router.routes,
+        *training_api.router.routes,
+        *one_click.router.routes,
+        *pages.router.routes,
+    ]
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
@@ -233,4 +253,17 @@ def _send_notices(ledger: Ledger, stop: threading.Event, every_s: float = 5.0) -
                 wait = min(every_s, max(sent.next_due_in_s, 0.05))
         except Exception:
             logger.exception("sending partners' notices failed; will try again")
+        stop.wait(wait)
+
+
+def _send_mail(ledger: Ledger, smtp: mail.Smtp, secret: str, stop: threading.Event) -> None:
+    """Send notices by e-mail as they fall due, until ``stop`` is set."""
+    while not stop.is_set():
+        wait = 5.0
+        try:
+            sent = mail.send_due(ledger, smtp, secret)
+            if sent.next_due_in_s is not None:
+                wait = min(wait, max(sent.next_due_in_s, 0.05))
+        except Exception:
+            logger.exception("sending notices by e-mail failed; will try again")
         stop.wait(wait)
