@@ -494,3 +494,81 @@ def test_a_link_for_someone_who_already_said_no_records_nothing_new(led: Ledger)
     choice = mail.say_no(led, SECRET, mail.make_token(SECRET, "no1", "feed-ai", 1))
     assert not choice.changed and _choices(led, "no1") == before
     assert _used(led) == 1  # but the link is spent
+
+
+def test_subjects_import_takes_an_email_and_names_a_bad_one(db_url: str, tmp_path: Path) -> None:
+    from askfirst.ledger.imports import import_subjects
+
+    with open_ledger(db_url, parse_policy(POLICY, "mail.toml"), create=True) as ledger:
+        good = tmp_path / "good.jsonl"
+        good.write_text('{"id": "a1", "jurisdiction": "US", "email": "a1@example.com"}\n')
+        import_subjects(ledger, good)
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"id": "a2"}\n{"id": "a3", "email": "a3 at example"}\n')
+        with pytest.raises(InputError, match=r"line 2.*email"):
+            import_subjects(ledger, bad)
+        with ledger.engine.connect() as conn:
+            rows = conn.execute(select(subjects.c.id, subjects.c.email)).all()
+    assert [tuple(r) for r in rows] == [("a1", "a1@example.com")]
+
+
+# ---- the commands -----------------------------------------------------------------------
+
+
+def test_notice_send_queues_and_outbox_run_sends_beside_the_webhooks(
+    tmp_path: Path, server: tuple[Sink, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from test_gate import ok, one_line_error, run
+
+    sink, port = server
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    people = tmp_path / "people.jsonl"
+    people.write_text(
+        '{"id": "p1", "jurisdiction": "US", "email": "p1@example.com"}\n'
+        '{"id": "p2", "jurisdiction": "US", "email": "p2@example.com"}\n'
+        '{"id": "p3", "jurisdiction": "DE", "email": "p3@example.com"}\n'
+    )
+    common = ["--db", db, "--policy", policy]
+    ok(run("init", "--db", db))
+    one_line_error(run("notice", "send", "feed-ai", *common), "not been published")
+    ok(run("notice", "publish", "feed-ai", "--changes", "First version.", *common))
+    ok(run("notice", "publish", "research", "--changes", "First version.", *common))
+    ok(run("subjects", "import", people, *common))
+    assert "queued 2 e-mail(s) of feed-ai" in ok(run("notice", "send", "feed-ai", *common))
+    said = json.loads(ok(run("notice", "send", "feed-ai", *common, "--json")))
+    assert (said["queued"], said["pending"]) == (0, 2)
+    assert "off by default" in ok(run("notice", "send", "research", *common))
+
+    # Without SMTP settings the mail waits, and says why.
+    out = ok(run("outbox", "run", "--until-empty", *common))
+    assert out.splitlines() == [
+        "delivered 0, failed tries 0, still owed 0",
+        "mail: 2 e-mail(s) queued, not sent: set ASKFIRST_SMTP_URL (and ASKFIRST_MAIL_FROM, "
+        "ASKFIRST_BASE_URL)",
+    ]
+    monkeypatch.setenv("ASKFIRST_SMTP_URL", "smtp://127.0.0.1:notaport")
+    one_line_error(run("outbox", "run", *common), "ASKFIRST_SMTP_URL")
+    monkeypatch.setenv("ASKFIRST_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    monkeypatch.setenv("ASKFIRST_MAIL_FROM", "privacy@example.com")
+    monkeypatch.setenv("ASKFIRST_BASE_URL", BASE)
+    keys = tmp_path / "keys"
+    out = ok(
+        run("outbox", "run", "--until-empty", "--max-seconds", "60", "--key-dir", keys, *common)
+    )
+    assert out.splitlines() == [
+        "delivered 0, failed tries 0, still owed 0",
+        "mail: sent 2, failed tries 0, dropped 0 (no longer owed), still owed 0",
+    ]
+    assert sorted(str(m["To"]) for m in sink.messages) == ["p1@example.com", "p2@example.com"]
+    assert (keys / mail.ONE_CLICK_FILE).exists()
+    again = json.loads(
+        ok(run("outbox", "run", "--until-empty", "--key-dir", keys, *common, "--json"))
+    )
+    assert again["mail"] == {
+        "sent": 0, "failed": 0, "dropped": 0, "pending": 0, "next_due_in_s": None,
+    }  # fmt: skip
+    assert again["delivered"] == 0
