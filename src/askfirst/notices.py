@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.engine import Engine
 
 from askfirst import times
@@ -184,7 +184,21 @@ def bind(policy: Policy, versions: Mapping[str, list[Published]]) -> Policy:
         purposes[name] = purpose.model_copy(update={"history": earlier})
         if latest.not_before is not None:
             not_before[name] = latest.not_before
-    return dataclasses.replace(policy, purposes=purposes, not_before=not_before)
+    last = max((p.seq for history in versions.values() for p in history), default=0)
+    return dataclasses.replace(policy, purposes=purposes, not_before=not_before, notices_seq=last)
+
+
+def follow(ledger: Ledger, path: str | Path | None) -> bool:
+    """Bind ``ledger`` again if a notice was published since its policy was bound (by
+    another process: the command line, another server): the policy file at ``path`` as
+    it reads now, checked against every published notice (PolicyError if they disagree,
+    so that nothing is decided on terms members were not told). True if it changed."""
+    with ledger.engine.connect() as conn:
+        last = conn.execute(select(func.max(notices.c.seq))).scalar() or 0
+    if last == ledger.policy.notices_seq:
+        return False
+    ledger.policy = bind(load_policy(path), published(ledger.engine))
+    return True
 
 
 # ---- publishing ------------------------------------------------------------------------

@@ -133,6 +133,8 @@ class Policy:
     # Per purpose, the first instant (microseconds) its published default could apply:
     # set from the published notices when a ledger is opened (``notices.bind``).
     not_before: dict[str, int] = field(default_factory=dict)
+    # The seq of the last published notice it was bound to (0: none).
+    notices_seq: int = 0
 
     def purpose(self, name: str) -> Purpose:
         try:

@@ -13,7 +13,7 @@ rightful caller succeed, so a refusal is never just a malformed request.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -64,6 +64,9 @@ class Call:
     # Who makes it rightfully: the subject's "member" session, or a token of a scope.
     rightful: str = "member"
     public: bool = False
+    # What the rightful caller gets when it is not a 2xx: an answer from past the checks
+    # of who may ask (publishing a notice the demo's policy file has no new version of).
+    rightful_answer: tuple[int, str] | None = None
 
 
 def _choice(t: Target, action: str) -> Call:
@@ -141,6 +144,14 @@ RULES: dict[tuple[str, str], Callable[[Target], list[Call]]] = {
     # Anyone holding a receipt may check it; it reveals nothing the receipt does not hold.
     ("POST", "/v1/receipts/verify"): lambda t: [
         Call("POST", "/v1/receipts/verify", body={"not": "a receipt"}, public=True)
+    ],
+    # The published notices are public; publishing one is staff's.
+    ("GET", "/v1/notices"): lambda t: [Call("GET", "/v1/notices", public=True)],
+    ("POST", "/v1/purposes/{purpose}/notices"): lambda t: [
+        replace(
+            _staff_only("POST", f"/v1/purposes/{GENAI}/notices", body={"changes": "authz"}),
+            rightful_answer=(400, "version 1 of 'genai-training' was already published"),
+        )
     ],
     # The model registry and the retraining tasks are staff's, whoever's data they hold.
     ("GET", "/v1/models"): lambda t: [_staff_only("GET", "/v1/models")],
@@ -341,7 +352,11 @@ def test_every_call_succeeds_for_its_rightful_caller(
         for call in RULES[operation](target):
             who = ANONYMOUS if call.public else call.rightful
             r = callers("owner" if who == "member" else who).send(call)
-            if not 200 <= r.status_code < 300:
+            if call.rightful_answer is not None:
+                status, words = call.rightful_answer
+                if r.status_code != status or words not in r.text:
+                    problems.append(f"{call.method} {call.url} as {who}: {r.status_code} {r.text}")
+            elif not 200 <= r.status_code < 300:
                 problems.append(f"{call.method} {call.url} as {who}: {r.status_code} {r.text}")
     assert not problems, "\n".join(problems)
 

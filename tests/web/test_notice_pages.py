@@ -248,3 +248,33 @@ def _chose(app: FastAPI, subject: str | None) -> bool:
         e.type == "choice" and e.purpose == "genai-training"
         for e in app.state.ledger.subject_events(subject or "")
     )
+
+
+def test_a_server_follows_a_notice_published_by_another_process(
+    edited: tuple[FastAPI, Path], demo_dir: demo.Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line publishes version 2 while the server runs: the server's next
+    request is decided on version 2. Had the server's policy file stayed at version 1,
+    its requests would be refused (503, naming both) rather than decided on old terms."""
+    from askfirst import open_ledger
+    from askfirst.policy import load_policy
+    from askfirst.web import auth
+
+    monkeypatch.setattr(auth, "FOLLOW_S", 0.0)  # look at every request
+    app, path = edited
+    reader = create_token(app.state.ledger, "follow-reader", ["decisions:read"])[1]
+    bearer = {"Authorization": f"Bearer {reader}"}
+    elsewhere = path.parent / "elsewhere.toml"
+    elsewhere.write_text(path.read_text())
+    _edit_to_v2(elsewhere)
+    with open_ledger(demo_dir.url, load_policy(elsewhere), publishing=True) as other:
+        notices.publish(other, other.policy, "genai-training", changes="Adds model vendors.",
+                        actor="staff:pat")  # fmt: skip
+    with WebClient(app) as c:
+        r = c.get("/v1/decisions/m001?purpose=genai-training", headers=bearer)
+        assert r.status_code == 503, r.text
+        assert "version 1" in r.json()["error"] and "version 2" in r.json()["error"]
+        _edit_to_v2(path)  # the server's own file catches up
+        r = c.get("/v1/decisions/m001?purpose=genai-training", headers=bearer)
+        assert r.status_code == 200, r.text
+    assert app.state.ledger.policy.purpose("genai-training").version == 2

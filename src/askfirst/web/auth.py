@@ -9,12 +9,13 @@ token bound to a subject acts only for it; staff act through audited admin actio
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
-from askfirst import accounts, privacy
+from askfirst import accounts, notices, privacy
 from askfirst.config import WebSettings
 from askfirst.ledger import Ledger
 
@@ -50,8 +51,19 @@ class Principal:
         return self.is_staff or subject in self.acts_for
 
 
-async def get_ledger(request: Request) -> Ledger:  # no I/O: no thread hop needed
+FOLLOW_S = 1.0  # how often a server looks for notices another process published
+
+
+async def get_ledger(request: Request) -> Ledger:
+    """The app's ledger; at most once a second, bound again to the notices published
+    since (one small query), so a server follows a publication made elsewhere at once
+    rather than deciding on terms that changed under it."""
     ledger: Ledger = request.app.state.ledger
+    state = request.app.state
+    now = time.monotonic()
+    if now - getattr(state, "notices_checked", 0.0) >= FOLLOW_S:
+        state.notices_checked = now
+        notices.follow(ledger, state.settings.policy_path)
     return ledger
 
 

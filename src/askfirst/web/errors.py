@@ -20,6 +20,7 @@ from askfirst.errors import (
     InputError,
     NotAuthorized,
     NotFound,
+    PolicyError,
     StorageError,
     UnknownPurpose,
     UnknownSubject,
@@ -47,8 +48,8 @@ def status_for(error: AskfirstError) -> int:
         return 404
     if isinstance(error, InputError):
         return 400
-    if isinstance(error, StorageError):
-        return 503
+    if isinstance(error, StorageError | PolicyError):
+        return 503  # the server's own store or policy file, not the request, is at fault
     return 409
 
 
