@@ -801,3 +801,36 @@ def test_a_member_is_told_on_their_next_page_and_can_say_no_at_once(
     with told_live.ledger() as ledger:
         assert decide(ledger, jo, GENAI).reason == "withdrawn"
     ctx.close()
+
+
+def test_the_one_click_no_from_an_email_works_once_in_a_browser(
+    browser: Browser, live: LiveServer
+) -> None:
+    """The link in a notice e-mail, opened in a browser: a page with one button (opening
+    it changes nothing), one click says no with a receipt, and the link then says it was
+    used. No sign-in anywhere."""
+    from askfirst import mail
+
+    with live.ledger() as ledger:
+        anna = subject_of(ledger, "anna.keller")
+        version = ledger.policy.purpose(GENAI).version
+        head = ledger.head()
+    token = mail.make_token(mail.one_click_secret(live.demo.key_dir), anna, GENAI, version)
+    ctx = browser.new_context(base_url=live.base_url)
+    ctx.set_default_timeout(10_000)
+    page = ctx.new_page()
+    page.goto(f"/one-click/{token}")
+    assert serious(page) == []
+    with live.ledger() as ledger:
+        assert ledger.head() == head  # opening the link wrote nothing
+    submit(page, page.get_by_role("button", name="Say no"))
+    assert serious(page) == []
+    with live.ledger() as ledger:
+        assert decide(ledger, anna, GENAI).reason == "withdrawn"
+        last = ledger.head()
+    assert last.seq == head.seq + 1
+    page.goto(f"/one-click/{token}")  # a second time: used, and nothing more is written
+    assert "used" in page.locator("main").inner_text().lower()
+    with live.ledger() as ledger:
+        assert ledger.head() == last
+    ctx.close()
