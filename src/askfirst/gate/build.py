@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -164,7 +165,10 @@ def build(
             raise InputError(f"the gate gave unknown reasons {sorted(unexpected)}")
         if outcome.input_records != outcome.output_records + sum(excluded.values()):
             raise InputError("the gate's counts do not add up; nothing was written")
-        _refuse_duplicates(work, outcome.files, found.path)
+        # Checked on a second thread while the files are synced to disk (CPU beside I/O).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="askfirst-ids")
+        unique = pool.submit(_refuse_duplicates, work, outcome.files, found.path)
+        pool.shutdown(wait=False)
         lin = outcome.lineage
         manifest = SnapshotManifest(
             snapshot_id=snapshot_id(
@@ -200,6 +204,7 @@ def build(
             json.dumps(manifest.to_json(), indent=2) + "\n", encoding="utf-8"
         )
         _sync_tree(work)
+        unique.result()  # a record id twice: refused here, before anything is registered
         _step("written")
 
         def move_into_place() -> None:
