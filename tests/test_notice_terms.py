@@ -367,3 +367,31 @@ def test_notice_status_counts_who_was_told_and_who_is_waiting(v1: Ledger, tmp_pa
     assert text.splitlines()[0].startswith("feed-ai version 1: published 2026-01-05 (seq 1)")
     assert "in grace" in text.splitlines()[1]
     one_line_error(run("notice", "status", "nope", "--db", v1.url, "--policy", current), "nope")
+
+
+def test_a_purpose_never_published_is_listed_as_such_and_never_on_by_default(
+    db_url: str,
+) -> None:
+    """A fresh ledger whose policy was never published may be used (a yes is a yes), but
+    the public changelog says so, and no default can apply: nobody can have been told."""
+    from fastapi.testclient import TestClient
+
+    from askfirst.web.app import WebSettings, create_app
+
+    with open_ledger(db_url, parse_policy(policy_toml(), "p.toml"), create=True) as led:
+        led.register([SubjectIn(id="us1", jurisdiction="US")])
+        assert reason(led, "us1", datetime.now(UTC) + 400 * DAY) == "notice-pending"
+    if not db_url.startswith("sqlite"):
+        return  # the page itself is the same on either store
+    import tempfile
+
+    keys = Path(tempfile.mkdtemp())
+    policy = write_policy(keys, policy_toml())
+    app = create_app(WebSettings(db_url, keys, policy_path=policy, secure_cookies=False))
+    with TestClient(app) as c:
+        data = c.get("/notices.json").json()
+    app.state.ledger.close()
+    assert data["notices"] == []
+    assert data["unpublished"] == [
+        {"purpose": "feed-ai", "title": "Use my posts to train the feed's AI", "version": 1}
+    ]

@@ -517,8 +517,16 @@ def _changelog(ledger: Any) -> list[dict[str, Any]]:
 def notices_page(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
     """Every published version of every purpose, newest first, with what it added or
     removed: anyone can see a quiet widening or a default switched back on."""
+    published = notices.published(ledger.engine)
     data = {
         "notices": _changelog(ledger),
+        # Purposes whose terms were never published: nobody can have been told of them,
+        # so no default of theirs can apply to anyone.
+        "unpublished": [
+            {"purpose": name, "title": p.title, "version": p.version}
+            for name, p in ledger.policy.purposes.items()
+            if name not in published
+        ],
         "feed": "/notices.atom",
         "head": ledger.head().to_json(),
     }
