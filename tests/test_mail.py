@@ -82,7 +82,10 @@ class Sink:
                 self.refuse -= 1
                 self.refused += 1
                 return self.code
-            msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            content = envelope.content
+            if isinstance(content, str):  # a server that decodes (no 8BITMIME)
+                content = content.encode("utf-8", "surrogateescape")
+            msg = email.message_from_bytes(content, policy=email.policy.default)
             assert isinstance(msg, EmailMessage)
             self.messages.append(msg)
         return "250 2.0.0 OK"
@@ -262,7 +265,7 @@ def test_the_message_says_what_changes_from_when_and_carries_a_one_click_no(
     plain = msg.get_body(("plain",))
     rich = msg.get_body(("html",))
     assert plain is not None and rich is not None
-    text = plain.get_content()
+    text = " ".join(plain.get_content().split())  # lines are wrapped at spaces
     # The default could start 10 days after being told, not before the published date.
     starts = max(
         datetime.now(UTC) + timedelta(days=10),
@@ -279,6 +282,26 @@ def test_the_message_says_what_changes_from_when_and_carries_a_one_click_no(
     ):
         assert words in text, words
     assert "First version." in rich.get_content() and link in rich.get_content()
+    assert msg["From"] == "askfirst <privacy@example.com>"
+    assert (
+        str(msg["Subject"]).strip()
+        == f"Use my posts to train the feed's AI: from {day}, unless you say no"
+    )
+
+
+def test_long_terms_never_make_a_line_too_long_for_smtp() -> None:
+    terms = notices.Terms(
+        purpose="feed-ai", version=1, title="T", description="D " * 300,
+        changes="word " * 399, categories=("post",), recipients=("the platform",),
+        default="on", grace_days=10, places=("US",), earliest_default=None,
+    )  # fmt: skip
+    smtp = smtp_for(25)
+    token = mail.make_token(SECRET, "s" * 200, "feed-ai", 1)
+    for cte in ("8bit", "quoted-printable"):
+        msg = mail.build_message(smtp, "a@example.com", terms, 0, "k" * 64, token, cte=cte)
+        data = msg.as_bytes(policy=email.policy.SMTP)
+        assert max(len(line) for line in data.split(b"\r\n")) < 998
+        assert f"{BASE}/one-click/{token}".encode() in data or cte != "8bit"
 
 
 def test_those_no_longer_owed_are_dropped_unsent(led: Ledger, server: tuple[Sink, int]) -> None:
@@ -572,3 +595,29 @@ def test_notice_send_queues_and_outbox_run_sends_beside_the_webhooks(
         "sent": 0, "failed": 0, "dropped": 0, "pending": 0, "next_due_in_s": None,
     }  # fmt: skip
     assert again["delivered"] == 0
+
+
+@pytest.mark.parametrize("without_8bitmime", [False, True])
+def test_a_server_without_8bitmime_and_an_address_that_needs_smtputf8(
+    led: Ledger, without_8bitmime: bool
+) -> None:
+    led.register([SubjectIn(id="jose", jurisdiction="US", email="josé@example.com")])
+    sink = Sink()
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=free_port(), decode_data=without_8bitmime,
+        enable_SMTPUTF8=not without_8bitmime,
+    )  # fmt: skip
+    controller.start()
+    try:
+        mail.queue_notices(led, "feed-ai")
+        done = mail.send_due(led, smtp_for(controller.port), SECRET)
+    finally:
+        controller.stop()
+    to = sorted(str(m["To"]) for m in sink.messages)
+    if without_8bitmime:  # the server cannot take the unicode address: refused, retried
+        assert to == ["us1@example.com", "us2@example.com"] and done.pending == 1
+    else:
+        assert to == ["josé@example.com", "us1@example.com", "us2@example.com"]
+    for m in sink.messages:
+        plain = m.get_body(("plain",))
+        assert plain is not None and "“Use my posts" in plain.get_content()
