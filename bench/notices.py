@@ -241,11 +241,30 @@ def _message_size() -> int:
     return len(msg.as_bytes())
 
 
+def _queue_only(base: Path, n: int) -> None:
+    from askfirst import mail, open_ledger, parse_policy
+
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        db = Path(tmp) / "ledger.db"
+        shutil.copy(base, db)
+        with open_ledger(f"sqlite:///{db}", parse_policy(POLICY, "bench.toml")) as ledger:
+            t0 = time.perf_counter()
+            queued = mail.queue_notices(ledger, "feed-ai")
+            t1 = time.perf_counter()
+            again = mail.queue_notices(ledger, "feed-ai")
+            t2 = time.perf_counter()
+    print(f"  notice send: {queued:,} queued in {t1 - t0:.2f} s; again: {again} in {t2 - t1:.2f} s")
+    print(f"  peak RSS {_peak_rss_mib():.0f} MiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=1_000_000, help="subjects (default 1,000,000)")
     ap.add_argument("--quick", action="store_true", help="20,000 subjects: a smoke run")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--queue-only", action="store_true", help="time notice send (the queueing) alone"
+    )
     ap.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--counts", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--baseline", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -265,6 +284,9 @@ def main() -> None:
     n = 20_000 if args.quick else args.n
     print(f"notices by e-mail, {n:,} subjects ({platform.python_version()}, {os.cpu_count()} cpu)")
     base = ledger_for(n)
+    if args.queue_only:
+        _queue_only(base, n)
+        return
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         work = Path(tmp)
         db = work / "ledger.db"

@@ -621,3 +621,37 @@ def test_a_server_without_8bitmime_and_an_address_that_needs_smtputf8(
     for m in sink.messages:
         plain = m.get_body(("plain",))
         assert plain is not None and "“Use my posts" in plain.get_content()
+
+
+def test_the_server_sends_mail_from_a_thread_when_asked(
+    led: Ledger, server: tuple[Sink, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    import warnings
+
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    with warnings.catch_warnings():  # as tests/web/conftest.py: httpx is what we ship
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from fastapi.testclient import TestClient
+
+    from askfirst.web.app import WebSettings, create_app
+
+    sink, port = server
+    monkeypatch.setenv("ASKFIRST_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    monkeypatch.setenv("ASKFIRST_MAIL_FROM", "privacy@example.com")
+    monkeypatch.setenv("ASKFIRST_BASE_URL", BASE)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    mail.queue_notices(led, "feed-ai")
+    quiet = create_app(WebSettings(led.url, tmp_path / "keys", policy))  # as in tests: off
+    with TestClient(quiet):
+        time.sleep(0.5)
+    assert sink.messages == []
+    app = create_app(WebSettings(led.url, tmp_path / "keys", policy, send_notices=True))
+    with TestClient(app):
+        deadline = time.monotonic() + 30
+        while len(delivered(led)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(sink.messages) == 2
+    assert [d[:2] for d in delivered(led)] == [("us1", "email"), ("us2", "email")]
