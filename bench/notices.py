@@ -59,6 +59,14 @@ TARGET = 0.5
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM starts again at exec; ru_maxrss would
+    carry the parent's peak (the ledger generation) into a child."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

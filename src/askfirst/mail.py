@@ -644,6 +644,7 @@ def _claim(ledger: Ledger, limit: int) -> tuple[int, list[Any]]:
                 mail,
                 subjects.c.email,
                 subject_state.c.status,
+                subject_state.c.jurisdiction,
                 choice_state.c.action,
                 notice_state.c.seq.label("told_seq"),
             )
@@ -674,10 +675,12 @@ def _not_owed(ledger: Ledger, row: Any) -> bool:
     return (
         row.email is None  # erased, or the address was removed
         or row.status != "active"
+        or str(ledger.policy.regime(row.jurisdiction)) != "opt-out"  # moved since
         or row.action in ("withdraw", "object")
         or row.told_seq is not None  # told already (in-app, or another channel)
         or purpose is None
         or purpose.version != row.version  # a newer version is what they must be told
+        or purpose.default != "on"
     )
 
 
@@ -837,10 +840,11 @@ def send_due(
     conn = connection or _Connection(smtp)
     done = MailSent()
     lease, claimed = _claim(ledger, limit)
-    gone = [r for r in claimed if _not_owed(ledger, r)]
+    owed = [not _not_owed(ledger, r) for r in claimed]
+    gone = [r for r, o in zip(claimed, owed, strict=True) if not o]
     _drop(ledger, lease, gone)
     done.dropped = len(gone)
-    todo = [r for r in claimed if not _not_owed(ledger, r)]
+    todo = [r for r, o in zip(claimed, owed, strict=True) if o]
     terms = {
         (p.terms.purpose, p.terms.version): p.terms
         for history in notices.published(ledger.engine).values()
