@@ -565,7 +565,7 @@ def test_import_subjects_registers_every_line(ledger: Ledger, tmp_path: Path) ->
 M1 = {"id": "m1", "handle": "purplecat"}
 BAD_SUBJECT_FILES: dict[str, tuple[list[Any], int, tuple[str, ...]]] = {
     "bad-json": ([M1, "{'id': 'm2'}"], 2, ("not valid JSON",)),
-    "unknown-field": ([M1, {"id": "m2", "email": "a@b.c"}], 2, ("email",)),
+    "unknown-field": ([M1, {"id": "m2", "phone": "+1 555 0100"}], 2, ("phone",)),
     "missing-field": ([M1, {"kind": "member"}], 2, ("id",)),
     "bad-jurisdiction": ([M1, {"id": "m2"}, {"id": "m3", "jurisdiction": "XX"}], 3,
                          ("jurisdiction", "'XX'")),
