@@ -854,7 +854,11 @@ def send_due(
     flushed = time.monotonic()
     try:
         for i, row in enumerate(todo):
-            if deadline is not None and time.monotonic() >= deadline:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            # A slow server: give back what the lease no longer safely covers, so that no
+            # other worker takes over a message this one is still sending.
+            lease_ending = times.to_micros(times.now()) >= lease - LEASE_US // 4
+            if out_of_time or lease_ending:
                 _release(ledger, lease, todo[i:])
                 break
             purpose = ledger.policy.purpose(row.purpose)
