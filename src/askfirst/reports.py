@@ -450,7 +450,11 @@ def notice_status(ledger: Ledger, purpose: str) -> dict[str, Any]:
     with duckdb_tables(s=table, d=decided) as con:
         found = con.sql(_STATUS_SQL.replace("$default_on", default_on)).fetchall()
     places_out = [
-        {"jurisdiction": row[0] or None, "regime": row[1], **dict(zip(STATUS_COUNTS, row[2:], strict=True))}
+        {
+            "jurisdiction": row[0] or None,
+            "regime": row[1],
+            **dict(zip(STATUS_COUNTS, row[2:], strict=True)),
+        }
         for row in found
     ]
     totals = {k: sum(int(r[k]) for r in places_out) for k in STATUS_COUNTS}

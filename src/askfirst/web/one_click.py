@@ -30,9 +30,7 @@ def _secret(request: Request) -> str:
     return mail.one_click_secret(request.app.state.settings.key_dir)
 
 
-def _render(
-    request: Request, template: str, data: dict[str, Any], status: int = 200
-) -> Response:
+def _render(request: Request, template: str, data: dict[str, Any], status: int = 200) -> Response:
     templates: Jinja2Templates = request.app.state.templates
     context = {
         "data": data,
