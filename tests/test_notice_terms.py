@@ -395,3 +395,18 @@ def test_a_purpose_never_published_is_listed_as_such_and_never_on_by_default(
     assert data["unpublished"] == [
         {"purpose": "feed-ai", "title": "Use my posts to train the feed's AI", "version": 1}
     ]
+
+
+def test_a_default_spread_to_new_places_without_a_new_version_is_refused(
+    v1: Ledger, tmp_path: Path
+) -> None:
+    """Adding a place where the default applies is a widening members must be told of:
+    under the same version it is refused, naming the places."""
+    wider = write_policy(
+        tmp_path, policy_toml().replace('opt_out = ["US"]', 'opt_out = ["US", "BR"]')
+    )
+    one_line_error(
+        run("decide", "--subject", "us1", "--purpose", "feed-ai", "--policy", wider,
+            "--db", v1.url),
+        "differs from its published notice", "places a default could apply", "'BR'",
+    )  # fmt: skip

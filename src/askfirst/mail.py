@@ -868,7 +868,11 @@ def send_due(
             about = terms[(row.purpose, row.version)]
             try:
                 conn.send(row.email, about, starts, row.idempotency_key, token)
-            except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as error:
+            except (
+                smtplib.SMTPResponseException,
+                smtplib.SMTPRecipientsRefused,
+                smtplib.SMTPNotSupportedError,  # an address the server cannot take
+            ) as error:
                 # The server answered, and refused this message: tried again later.
                 _fail(ledger, lease, row, _refusal(error), base_delay_s)
                 done.failed += 1

@@ -126,13 +126,20 @@ def current(ledger: Ledger, purpose: str) -> Published | None:
 # ---- the policy and the published notices agree ------------------------------------------
 
 
-def _differences(file: Purpose, terms: Terms) -> list[str]:
+def _places(policy: Policy, purpose: Purpose) -> tuple[str, ...]:
+    """Where a purpose's default could apply: the policy's opt-out places, if it is on."""
+    return tuple(policy.jurisdiction_rules.opt_out) if purpose.default == "on" else ()
+
+
+def _differences(policy: Policy, file: Purpose, terms: Terms) -> list[str]:
     said = {
         "categories": (tuple(file.categories), terms.categories),
         "recipients": (tuple(file.recipients), terms.recipients),
         "default": (file.default, terms.default),
+        "places a default could apply": (_places(policy, file), terms.places),
         "grace_days": (file.grace_days, terms.grace_days),
         "title": (file.title, terms.title),
+        "description": (file.description, terms.description),
     }
     return [
         f"{key} {list(a) if isinstance(a, tuple) else a!r} in the file, "
@@ -166,7 +173,7 @@ def bind(policy: Policy, versions: Mapping[str, list[Published]]) -> Policy:
                 f"was already published (seq {latest.seq}): the file is older than what "
                 "members were told; use the published terms"
             )
-        differ = _differences(purpose, latest.terms)
+        differ = _differences(policy, purpose, latest.terms)
         if differ:
             raise PolicyError(
                 f"{where} version {purpose.version} differs from its published notice (seq "
@@ -225,10 +232,9 @@ def terms_for(
     bad = control_character(changes.replace("\n", " "))
     if bad is not None:
         raise InputError(f"what changed contains a control character ({bad})")
-    places: tuple[str, ...] = ()
+    places = _places(policy, purpose)
     first_day: date | None = None
     if purpose.default == "on":
-        places = tuple(policy.jurisdiction_rules.opt_out)
         published_day = datetime.fromtimestamp(at / times.MICROS, UTC).date()
         first_day = published_day + timedelta(days=purpose.grace_days + 1)
         if earliest is not None:
