@@ -54,7 +54,7 @@ ISSUE_EVENTS: list[dict[str, object]] = [
         "subject": "m2",
         "status": "deceased",
         "recorded_at": "2026-03-01T12:00:00Z",
-        "actor": "staff:registrar",
+        "actor": "system:registry",  # the platform's own records (one staff alone may not)
     },
     {"type": "gpc", "subject": "m3", "recorded_at": "2026-03-01T12:00:00Z"},
 ]
@@ -186,7 +186,7 @@ def test_main_flow(db_url: str, subjects_file: Path, events_file: Path) -> None:
     assert len(listed) == 11
     assert [int(line.split()[0]) for line in listed] == list(range(1, 12))
     assert "withdraw" in listed[7] and "genai-training" in listed[7] and "m1" in listed[7]
-    assert "deceased" in listed[8] and "staff:registrar" in listed[8]
+    assert "deceased" in listed[8] and "system:registry" in listed[8]
     assert "gpc" in listed[9] and "m3" in listed[9]
     assert "2026-03-01T12:00:00Z" in listed[7]
 
@@ -390,6 +390,46 @@ def test_events_import_bad_line_stores_nothing(
     one_line_error(run("events", "import", str(path), "--db", db_url), "line 3", "nobody")
     assert head(db_url) == before
     assert decision(db_url, "m2", "genai-training")["reason"] != "deceased"
+
+
+@pytest.mark.parametrize(
+    ("row", "needle"),
+    [
+        ({"type": "status", "subject": "m2", "status": "deceased"}, "a death"),
+        (
+            {
+                "type": "authority",
+                "subject": "m2",
+                "action": "grant",
+                "role": "representative",
+                "delegate": "m1",
+            },
+            "a representative",
+        ),
+        ({"type": "status", "subject": "m2", "status": "erased"}, "an erasure"),
+    ],
+)
+@pytest.mark.parametrize("actor", ["staff:registrar", "m1", "system"])
+def test_one_person_alone_cannot_record_a_death_a_representative_or_an_erasure(
+    db_url: str, subjects_file: Path, tmp_path: Path, row: dict[str, str], needle: str, actor: str
+) -> None:
+    """Rule 13: these need a case that one reviewer proposed and another approved; the
+    platform's own import may record a death or a representative it established itself,
+    never an erasure (only a case deletes what is personal)."""
+    ok(run("init", "--db", db_url))
+    ok(run("subjects", "import", str(subjects_file), "--since", SINCE, "--db", db_url))
+    before = head(db_url)
+    path = write_jsonl(tmp_path / "one.jsonl", [{**row, "actor": actor}])
+    result = run("events", "import", str(path), "--db", db_url)
+    if actor == "system" and needle != "an erasure":
+        ok(result)
+        return
+    if actor == "m1":  # a member may not record a status or an authority at all
+        one_line_error(result, "line 1", "'m1'")
+    else:
+        one_line_error(result, "line 1", needle, "case", "approved")
+    assert head(db_url) == before
+    assert decision(db_url, "m2", "genai-training")["reason"] not in ("deceased", "erased")
 
 
 @pytest.mark.parametrize(

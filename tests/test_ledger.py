@@ -57,7 +57,7 @@ LEDGER_TABLES = (
     "notices",
 )
 # Tables outside the chain: sign-in accounts, API tokens, the demo platform's content, and
-# the gate's snapshot registry and lineage.
+# the gate's snapshot registry and lineage, notices' mail, cases and their evidence, names.
 OTHER_TABLES = (
     "accounts",
     "api_tokens",
@@ -74,6 +74,12 @@ OTHER_TABLES = (
     "outbox",
     "mail",
     "one_click",
+    "signin_links",
+    "cases",
+    "case_steps",
+    "evidence",
+    "former_names",
+    "forgotten_names",
 )
 
 

@@ -66,6 +66,17 @@ MEMBER = State(registered_seq=1, jurisdiction="US", jurisdiction_seq=2)
 # For each reason: a state (and purpose) for which its rule is the first that applies.
 WITNESSES: dict[Reason, tuple[State, Any]] = {
     Reason.UNKNOWN_SUBJECT: (State(), ON),
+    Reason.ERASED: (
+        replace(
+            MEMBER,
+            status="erased",
+            status_seq=3,
+            choice_action="grant",
+            choice_version=2,
+            choice_seq=2,
+        ),
+        ON,
+    ),
     Reason.ACCOUNT_CLOSED: (replace(MEMBER, status="closed", status_seq=3), ON),
     Reason.DECEASED: (replace(MEMBER, status="deceased", status_seq=3), ON),
     Reason.MINOR: (replace(MEMBER, minor="true", minor_seq=3), ON),

@@ -375,7 +375,7 @@ def owed(ledger: Ledger, subject: str, at: int | None = None) -> list[Owed]:
                 subject_state.c.subject_id == subject
             )
         ).first()
-        if state is None or state.status in ("closed", "deceased"):
+        if state is None or state.status in ("closed", "deceased", "erased"):
             return []
         told = {
             (r.purpose, r.version)

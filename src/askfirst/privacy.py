@@ -166,7 +166,7 @@ def overview(ledger: Ledger, subject: str) -> dict[str, Any]:
                 "event_seq": d.event_seq,
                 "gpc_conflict": conflict,
                 "receipt_seq": last_choice.seq if last_choice else None,
-                "can_choose": who.status not in ("closed", "deceased"),
+                "can_choose": who.status not in ("closed", "deceased", "erased"),
             }
         )
     return {

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 class Reason(StrEnum):
     UNKNOWN_SUBJECT = "unknown-subject"
+    ERASED = "erased"
     ACCOUNT_CLOSED = "account-closed"
     DECEASED = "deceased"
     MINOR = "minor"
@@ -113,6 +114,12 @@ RULES: tuple[Rule, ...] = (
         lambda s, c: s.registered_seq is None,
         "registered_seq IS NULL",
         "askfirst does not know this subject, so nothing is used",
+    ),
+    Rule(
+        Reason.ERASED, False, "status_seq",
+        lambda s, c: s.status == "erased",
+        "status = 'erased'",
+        "this person asked to be forgotten, and was",
     ),
     Rule(
         Reason.ACCOUNT_CLOSED, False, "status_seq",

@@ -59,7 +59,7 @@ class EventType(StrEnum):
     CHOICE = "choice"  # value: grant / withdraw / object, for a purpose
     GPC = "gpc"  # a Global Privacy Control signal
     NOTICE = "notice-delivered"  # a purpose's notice version was delivered; value: channel
-    STATUS = "status"  # value: active / deactivated / closed / deceased
+    STATUS = "status"  # value: active / deactivated / closed / deceased / erased
     JURISDICTION = "jurisdiction"  # value: a code, or "" when unknown
     MINOR = "minor"  # value: "true", "false" or "until:YYYY-MM-DD"
     AUTHORITY = "authority"  # value: "grant|revoke:ROLE:DELEGATE" (who may act for S)
@@ -69,11 +69,15 @@ class EventType(StrEnum):
     # A purpose's notice version was published; subject "system", value "sha256:HEX" of
     # its terms (kept beside the chain, in the ``notices`` table).
     PUBLISHED = "notice-published"
+    # A step of a case (a death, a representative, an objection, an erasure); subject the
+    # case's subject (or "system" before it has one), value "STEP:KIND:ID:HEX", HEX the
+    # SHA-256 of the step's details (kept beside the chain, in ``case_steps``).
+    CASE = "case"
 
 
 KINDS = ("member", "organization", "person")
 ACTIONS = ("grant", "withdraw", "object")
-STATUSES = ("active", "deactivated", "closed", "deceased")
+STATUSES = ("active", "deactivated", "closed", "deceased", "erased")
 # page-admin: a member who manages an organization's page, and may make its choices;
 # representative: a verified representative of a (deceased) member, who may stop uses.
 ROLES = ("page-admin", "representative")
@@ -96,6 +100,23 @@ def parse_authority(value: str) -> tuple[str, str, str] | None:
     if not parts[2] or any(c.isspace() for c in parts[2]):
         return None
     return parts[0], parts[1], parts[2]
+
+
+CASE_KINDS = ("death", "representative", "objection", "erasure")
+CASE_STEPS = ("open", "verified", "propose", "approve", "reject", "close-account")
+_CASE = re.compile(r"([a-z-]+):([a-z]+):([1-9][0-9]{0,17}):([0-9a-f]{64})")
+
+
+def case_value(step: str, kind: str, case_id: int, details_hash: str) -> str:
+    return f"{step}:{kind}:{case_id}:{details_hash}"
+
+
+def parse_case(value: str) -> tuple[str, str, int, str] | None:
+    """``approve:death:7:HEX`` -> (approve, death, 7, HEX); None when malformed."""
+    found = _CASE.fullmatch(value)
+    if found is None or found[1] not in CASE_STEPS or found[2] not in CASE_KINDS:
+        return None
+    return found[1], found[2], int(found[3]), found[4]
 
 
 def receipt_key_value(x: str) -> str:
@@ -263,6 +284,18 @@ def is_platform_actor(actor: str) -> bool:
     return actor == "system" or actor.startswith(("system:", "staff:"))
 
 
+def representative_actor(case_id: int) -> str:
+    """How the ledger names a representative a case approved (no personal data)."""
+    return f"rep:{case_id}"
+
+
+def is_representative(actor: str) -> bool:
+    return _REPRESENTATIVE.fullmatch(actor) is not None
+
+
+_REPRESENTATIVE = re.compile(r"rep:[1-9][0-9]{0,17}")
+
+
 def _is_date(text: str) -> bool:
     try:
         date.fromisoformat(text)
@@ -284,6 +317,7 @@ _VALUE_CHECKS: dict[str, Callable[[str | None], bool]] = {
     EventType.AUTHORITY: lambda v: v is not None and parse_authority(v) is not None,
     EventType.RECEIPT_KEY: lambda v: v is not None and parse_receipt_key(v) is not None,
     EventType.PUBLISHED: lambda v: v is not None and TERMS_HASH.match(v) is not None,
+    EventType.CASE: lambda v: v is not None and parse_case(v) is not None,
 }
 _WITH_PURPOSE = (EventType.CHOICE, EventType.NOTICE, EventType.PUBLISHED)
 _HAS_SPACE = re.compile(r"\s")
@@ -457,7 +491,8 @@ class NoticeIn(_In):
 
 class StatusIn(_In):
     type: Literal["status"]
-    status: Literal["active", "deactivated", "closed", "deceased"]
+    # "erased" is read, so that the ledger can say how an erasure is made (a case)
+    status: Literal["active", "deactivated", "closed", "deceased", "erased"]
 
     def to_new(self, source: str) -> NewEvent:
         return self._new("system", source, type=EventType.STATUS, value=self.status)

@@ -17,8 +17,9 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from askfirst import times
 from askfirst.errors import InputError, NotAuthorized, UnknownSubject
-from askfirst.ledger import projections, store
+from askfirst.ledger import four_eyes, projections, store
 from askfirst.ledger.events import (
+    SERVICE,
     Event,
     EventType,
     Head,
@@ -28,6 +29,7 @@ from askfirst.ledger.events import (
     check_subject_text,
     check_text,
     is_platform_actor,
+    is_representative,
     parse_authority,
 )
 from askfirst.ledger.tables import (
@@ -246,7 +248,12 @@ class Ledger:
         """``new`` as ``append_in`` would chain it (defaults filled in), or the error it
         would raise; nothing is written. Inside the caller's write transaction."""
         check_shape(new)  # before the look-up: PostgreSQL cannot take a NUL
-        return self._check(new, self._load_subjects(conn, [new]), _published(conn, [new]))
+        return self._check(
+            new,
+            self._load_subjects(conn, [new]),
+            _published(conn, [new]),
+            four_eyes.load(conn, [new]),
+        )
 
     def append_in(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Event]:
         """Append inside a write transaction the caller holds (``store.write``), and
@@ -263,11 +270,12 @@ class Ledger:
                 raise _at(i, e) from None
         known = self._load_subjects(conn, batch)
         published = _published(conn, batch)
+        cases = four_eyes.load(conn, batch)
         rows: list[dict[str, Any]] = []
         chained: list[Event] = []
         for i, new in enumerate(batch):
             try:
-                new = self._check(new, known, published)
+                new = self._check(new, known, published, cases)
             except InputError as e:
                 raise _at(i, e) from None
             if new.recorded_at is None:
@@ -327,12 +335,22 @@ class Ledger:
         new: NewEvent,
         known: dict[str, _SubjectView],
         published: dict[str, set[int]],
+        cases: four_eyes.CaseHistory,
     ) -> NewEvent:
-        """Check one event against the policy, the subjects and the published notices;
-        fill in defaults."""
+        """Check one event against the policy, the subjects, the published notices and
+        the cases it belongs to; fill in defaults."""
         check_shape(new)
         if new.type in (EventType.RECEIPT_KEY, EventType.PUBLISHED):
             _check_authority(new, None)  # the service's own fact: no subject to look up
+            return new
+        if new.type == EventType.CASE:  # anyone may open a case; rule 13 decides the rest
+            if new.subject != SERVICE:
+                about = known.get(new.subject)
+                if about is None:
+                    raise UnknownSubject(new.subject)
+                if about.status == "erased":
+                    raise InputError(f"subject {new.subject!r} was erased")
+            four_eyes.check_step(new, cases)
             return new
         if new.type == EventType.SUBJECT:
             if new.subject in known:
@@ -343,6 +361,8 @@ class Ledger:
         subject = known.get(new.subject)
         if subject is None:
             raise UnknownSubject(new.subject)
+        if subject.status == "erased":
+            raise InputError(f"subject {new.subject!r} was erased; nothing more is recorded")
         if new.type in (EventType.CHOICE, EventType.NOTICE):
             purpose = self.policy.purpose(new.purpose or "")
             if new.notice_version is None:  # bound to the notice current now
@@ -370,6 +390,7 @@ class Ledger:
                     f"('askfirst notice publish {purpose.name}')"
                 )
         _check_authority(new, subject)
+        four_eyes.check_effect(new, cases)
         if new.type == EventType.AUTHORITY:
             _check_delegation(new, subject, known)
         if new.type == EventType.STATUS:
@@ -394,7 +415,9 @@ _SELF_MAY = {
 def _check_delegation(new: NewEvent, subject: _SubjectView, known: dict[str, _SubjectView]) -> None:
     """An authority event names a registered member, in a role that fits the subject."""
     action, role, delegate = parse_authority(new.value or "") or ("", "", "")
-    if known.get(delegate) is None or known[delegate].kind != "member":
+    if role == "representative" and is_representative(delegate):
+        pass  # a representative with no account of their own: named by their case
+    elif known.get(delegate) is None or known[delegate].kind != "member":
         raise InputError(f"delegate {delegate!r} is not a registered member")
     if role == "page-admin" and subject.kind != "organization":
         raise InputError(f"{new.subject!r} is not an organization; it has no page admins")

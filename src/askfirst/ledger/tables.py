@@ -130,11 +130,25 @@ accounts = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("username", String(255), nullable=False, unique=True),
-    Column("kind", String(16), nullable=False),  # member / staff
+    Column("kind", String(16), nullable=False),  # member / staff / representative
     Column("subject_id", String(255)),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("role", String(16)),  # staff: reviewer / policy-editor / auditor / admin
 )
+
+# One-time sign-in links (a representative's first sign-in): the link carries a random
+# secret, this table its SHA-256; each works once, until it expires.
+signin_links = Table(
+    "signin_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
+)
+Index("ix_signin_links_account", signin_links.c.account_id)
 
 api_tokens = Table(
     "api_tokens",
@@ -146,6 +160,7 @@ api_tokens = Table(
     Column("subject_id", String(255)),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    Column("account_id", Integer),  # a staff member's own token: it acts as them, in their role
 )
 
 # A signed-in browser's session: the cookie holds a random id, the table its SHA-256, so
@@ -344,4 +359,81 @@ one_click = Table(
     Column("token_hash", String(64), primary_key=True),
     Column("used_at", BigInteger, nullable=False),
     Column("seq", BigInteger),
+)
+
+# ---- cases: requests from the people around a member, reviewed by staff -------------------
+
+# A case (a death reported, a representative's request, a person's objection, an erasure).
+# What is personal (the requester's e-mail, the names, the link, the statement) is kept
+# here, outside the chain, and erasable; each step is a ``case`` event in the chain.
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # death / representative / objection / erasure
+    Column("subject_id", String(255)),  # whom it is about (an objection's person: on approval)
+    Column("status", String(16), nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("opened_by", String(255), nullable=False),
+    Column("requester_email", String(320)),  # who asked: verified by a link before review
+    Column("email_verified_at", BigInteger),
+    Column("email", String(320)),  # whom it is for: a representative's sign-in link goes here
+    Column("names", Text, nullable=False, server_default="[]"),
+    Column("link", Text),
+    Column("statement", Text),
+    Column("decided_at", BigInteger),
+    Column("erased_at", BigInteger),
+)
+Index("ix_cases_status", cases.c.status, cases.c.opened_at)
+Index("ix_cases_subject", cases.c.subject_id)
+
+# Each step of a case, beside its ``case`` event (at ``seq``), whose value carries the
+# SHA-256 of the step's details (reason and evidence), so the chain vouches for them.
+case_steps = Table(
+    "case_steps",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("case_id", Integer, nullable=False),
+    Column("step", String(16), nullable=False),  # open / verified / propose / approve / reject
+    Column("actor", String(255), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("details", Text, nullable=False),  # canonical JSON: reason, evidence
+)
+Index("ix_case_steps_case", case_steps.c.case_id)
+
+# A document sent with a case: the bytes are kept outside the database (a folder or an
+# S3-compatible bucket, at ``location``); its SHA-256 is in the chain.
+evidence = Table(
+    "evidence",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("media_type", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("location", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("case_id", "sha256", name="uq_evidence_case_sha256"),
+)
+
+# A subject's former names and handles, still protected in others' content until ``until``.
+former_names = Table(
+    "former_names",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_id", String(255), nullable=False),
+    Column("kind", String(8), nullable=False),  # name / handle
+    Column("value", Text, nullable=False),
+    Column("until", BigInteger, nullable=False),
+)
+Index("ix_former_names_subject", former_names.c.subject_id)
+
+# An erased subject's names, as keyed hashes of their normalised form: mentions of them in
+# others' content are still redacted, and the names themselves are kept nowhere.
+forgotten_names = Table(
+    "forgotten_names",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("subject_id", String(255), nullable=False),
+    Column("forgotten_at", BigInteger, nullable=False),
 )
