@@ -154,6 +154,17 @@ BASE_URL = Setting(
     help="The web app's public address, e.g. https://askfirst.example.com: the one-click "
     "'no' links and the settings links in e-mails point there.",
 )
+EVIDENCE_URL = Setting(
+    name="evidence_url",
+    env="ASKFIRST_EVIDENCE_URL",
+    option=None,
+    default=None,
+    help="Where the evidence sent with cases (PDF, PNG or JPEG, at most 10 MB) is kept: "
+    "file:///FOLDER, or an S3-compatible bucket as s3://BUCKET/PREFIX, adding "
+    "?endpoint=http://HOST:PORT for one that is not AWS (pip install 'askfirst[s3]'; "
+    "credentials from boto3's usual sources: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "~/.aws, an instance role). Unset: the folder askfirst-evidence beside the key folder.",
+)
 
 
 def number(setting: Setting) -> int:
@@ -180,6 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
     SMTP_URL,
     MAIL_FROM,
     BASE_URL,
+    EVIDENCE_URL,
 )
 
 
