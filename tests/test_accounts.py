@@ -50,7 +50,7 @@ def rows(ledger: Ledger, table: sa.Table) -> list[dict[str, object]]:
 
 def test_password_is_stored_only_as_an_argon2_hash(members: Ledger) -> None:
     member = create_account(members, "anna", PASSWORD, kind="member", subject="m1")
-    staff = create_account(members, "alex", PASSWORD, kind="staff")
+    staff = create_account(members, "alex", PASSWORD, kind="staff", role="admin")
     assert (member.kind, member.subject_id) == ("member", "m1")
     assert (staff.kind, staff.subject_id) == ("staff", None)
 
@@ -86,7 +86,7 @@ def test_a_short_password_is_refused_and_nothing_is_written(members: Ledger) -> 
     with pytest.raises(InputError, match="at least 8 characters"):
         create_account(members, "anna", "seven77", kind="member", subject="m1")
     with pytest.raises(InputError, match="at least 8 characters"):
-        create_account(members, "alex", "", kind="staff")
+        create_account(members, "alex", "", kind="staff", role="admin")
     with pytest.raises(InputError, match="at least 8 characters"):
         hash_password("short")
     assert rows(members, accounts) == []
@@ -99,7 +99,9 @@ def test_a_taken_username_is_refused(members: Ledger) -> None:
     with pytest.raises(InputError, match="already taken"):
         create_account(members, " ANNA ", "another password", kind="member", subject="m2")
     with pytest.raises(InputError, match="already taken"):
-        create_account(members, "anna", "", kind="staff", password_hash=hash_password(PASSWORD))
+        create_account(
+            members, "anna", "", kind="staff", role="admin", password_hash=hash_password(PASSWORD)
+        )
     assert len(rows(members, accounts)) == 1
     # The first owner's password still works, the second one's never did.
     assert authenticate(members, "anna", "another password") is None
@@ -109,7 +111,7 @@ def test_a_taken_username_is_refused(members: Ledger) -> None:
 def test_bad_usernames_are_refused(members: Ledger) -> None:
     for username in ("", "   ", "anna keller", "anna\tk", "x" * 256):
         with pytest.raises(InputError, match="username"):
-            create_account(members, username, PASSWORD, kind="staff")
+            create_account(members, username, PASSWORD, kind="staff", role="admin")
     assert rows(members, accounts) == []
 
 
@@ -119,7 +121,7 @@ def test_a_member_account_needs_an_existing_subject(members: Ledger) -> None:
     with pytest.raises(InputError, match="needs --subject"):
         create_account(members, "ghost", PASSWORD, kind="member")
     with pytest.raises(InputError, match="staff account takes none"):
-        create_account(members, "ghost", PASSWORD, kind="staff", subject="m1")
+        create_account(members, "ghost", PASSWORD, kind="staff", subject="m1", role="admin")
     with pytest.raises(InputError, match="member or staff"):
         create_account(members, "ghost", PASSWORD, kind="admin")
     assert rows(members, accounts) == []

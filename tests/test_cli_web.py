@@ -95,7 +95,19 @@ def database_bytes(url: str) -> bytes:
 
 
 def test_staff_create_reads_the_password_from_stdin(db: str) -> None:
-    out = ok(run("staff", "create", "Alex", "--password-stdin", "--db", db, input="s3cret-pass\n"))
+    out = ok(
+        run(
+            "staff",
+            "create",
+            "Alex",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--db",
+            db,
+            input="s3cret-pass\n",
+        )
+    )
     assert "'alex'" in out and "created" in out
     assert "s3cret-pass" not in out
     with open_ledger(db) as ledger:
@@ -121,12 +133,44 @@ def test_accounts_create_makes_a_member_account(db: str) -> None:
 
 def test_a_short_or_taken_password_account_is_an_error(db: str) -> None:
     one_line_error(
-        run("staff", "create", "alex", "--password-stdin", "--db", db, input="short\n"),
+        run(
+            "staff",
+            "create",
+            "alex",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--db",
+            db,
+            input="short\n",
+        ),
         "at least 8 characters",
     )
-    ok(run("staff", "create", "alex", "--password-stdin", "--db", db, input="long-enough\n"))
+    ok(
+        run(
+            "staff",
+            "create",
+            "alex",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--db",
+            db,
+            input="long-enough\n",
+        )
+    )
     one_line_error(
-        run("staff", "create", "ALEX", "--password-stdin", "--db", db, input="long-enough\n"),
+        run(
+            "staff",
+            "create",
+            "ALEX",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--db",
+            db,
+            input="long-enough\n",
+        ),
         "already taken",
     )
 

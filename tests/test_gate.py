@@ -63,6 +63,7 @@ REASONS = {
     "category-not-allowed",
     "created-after-as-of",
     "unknown-subject",
+    "erased",
     "account-closed",
     "deceased",
     "minor",

@@ -1108,3 +1108,45 @@ def test_a_record_id_named_twice_is_refused_on_both_engines(
         assert isinstance(result, InputError), (engine, result)
         assert "record_id 'p1' appears 2 times" in str(result)
     nothing_built(snaps, led)
+
+
+def test_former_and_forgotten_names_are_redacted_alike_on_both_engines(
+    led: Ledger, tmp_path: Path, snaps: Path, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: a handle or name given up lately counts as the subject's own, and an erased
+    subject's names and handles, known only as keyed digests (the executors get the names
+    key with the task), are redacted in every record; both engines alike, either rule."""
+    from askfirst import directory
+    from askfirst.ledger import store
+    from test_gate import write_jsonl
+
+    directory.update_subject(led, "ann", handle="anna.neu", names=["Anna Neu"])
+    directory.update_subject(led, "paul", names=["Paul Newman"])  # a person who objected
+    led.register(
+        [SubjectIn(id="quinn", handle="qashgrove", names=["Quenby Ashgrove", "İlkay Ösel"])]
+    )
+    keys = tmp_path / "keys"
+    with store.write(led.engine) as conn:
+        directory.forget(conn, "quinn", directory.names_key(keys))
+        directory.forget(conn, "bob", directory.names_key(keys))  # who said yes
+    monkeypatch.setenv("ASKFIRST_KEY_DIR", str(keys))
+    rows = [
+        *CORPUS,
+        rec("x1", "cyd", "Thanks @anna.k and @anna.neu: Anna Keller is Anna Neu"),
+        rec("x2", "cyd", "Paul Person is PAUL NEWMAN, not Paul Personality"),
+        rec("x3", "cyd", "QUENBY ASHGROVE and @qashgrove; not Quenby Ashgrovely"),
+        rec("x4", "cyd", "«İLKAY ÖSEL» met Bob Brown (@bob.b)", mentions=["bob"]),
+        rec("x5", "cyd", "nobody here: Quenby, Ashgrove, savannah"),
+    ]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    redacted = parity(led, corpus, snaps, spark, name="redact")
+    assert {k: v for k, v in texts(redacted[1]).items() if k.startswith("x")} == {
+        "x1": f"Thanks {R} and {R}: {R} is {R}",
+        "x2": f"{R} is {R}, not Paul Personality",
+        "x3": f"{R} and {R}; not Quenby Ashgrovely",
+        "x4": f"«{R}» met {R} ({R})",
+        "x5": "nobody here: Quenby, Ashgrove, savannah",
+    }
+    dropped = parity(led, corpus, snaps, spark, on_mention="drop", name="drop")
+    assert not {"x1", "x2", "x3", "x4"} & set(texts(dropped[1]))
+    assert "x5" in texts(dropped[1])

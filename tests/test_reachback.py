@@ -970,3 +970,70 @@ def test_the_rebuilt_data_has_the_same_columns_and_no_author_ids(
     )
     authors = {r["record_id"]: r["author_id"] for r in CORPUS}
     assert keys == {rid: shard_key(authors[rid]) for rid in keys}
+
+
+def test_an_objection_approved_later_reaches_the_snapshots_that_name_the_person(
+    led: Ledger, corpus: Path, snaps: Path
+) -> None:
+    """A person without an account who shares a name in a post ("Dan Dean") objects after
+    a snapshot was built: the lineage did not know them, so the snapshot's own files are
+    read; it goes stale like after a withdrawal, and its rebuild redacts the name."""
+    from askfirst import accounts, cases
+    from askfirst.gate.named import reach_named
+
+    accounts.create_account(led, "ana", "long-enough-1", kind="staff", role="reviewer")
+    other = build_snapshot(led, RESEARCH, corpus, snaps / "research").snapshot_id
+    sid = build_snapshot(led, GENAI, corpus, snaps / "s1").snapshot_id
+    assert "Dan Dean" in data_texts(snaps / "s1")["p4"]
+    case = cases.open_case(led, "objection", actor="system", names=["dan  dean"])
+    person = cases.approve(led, case.id, "ana", "namesake").case.subject
+    assert person is not None
+    assert status_of(list_snapshots(led), sid) == "live"  # nothing in the lineage yet
+
+    done = reach_named(led, person)
+
+    rows = list_snapshots(led)
+    assert status_of(rows, sid) == "stale" and status_of(rows, other) == "stale"
+    assert done.withdrawals == 2
+    assert reach_named(led, person).withdrawals == 0  # once
+    (rebuilt,) = rebuild_snapshot(led, sid)
+    assert "Dan Dean" not in data_texts(rebuilt.path)["p4"]
+
+
+def test_an_erasure_leaves_no_trace_in_the_rebuilt_snapshots_or_the_data_folder(
+    led: Ledger, db_url: str, corpus: Path, tmp_path: Path
+) -> None:
+    """Dan asks to be forgotten after a snapshot holding his post, and his name in Fay's,
+    was built: approved by two reviewers on the command line, the snapshot is rebuilt
+    without him, and nothing under askfirst's data folder (snapshots, keys, evidence) or
+    in the database names him any more — yet his name is still redacted."""
+    from askfirst import accounts, cases
+    from askfirst.ledger.tables import metadata
+
+    data = tmp_path / "askfirst-data"
+    keys = data / "keys"
+    for name in ("ana", "ben"):
+        accounts.create_account(led, name, "long-enough-1", kind="staff", role="reviewer")
+    sid = build_snapshot(led, GENAI, corpus, data / "snapshots" / "s1").snapshot_id
+    case = cases.open_case(led, "erasure", actor="dan", subject="dan")
+    common = ("--db", db_url, "--key-dir", str(keys))
+    ok(run("case", "propose", str(case.id), "--staff", "ana", "--reason", "asked", "--db", db_url))
+    ok(run("case", "approve", str(case.id), "--staff", "ben", *common))
+    assert status_of(list_snapshots(led), sid) == "stale"
+    ok(run("snapshot", "rebuild", "--stale", *common))
+    traces = ("Dan Dean", "dan.d", "My last project")
+    for path in data.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            for trace in traces:
+                assert trace.encode() not in blob, (trace, path)
+    with led.engine.connect() as conn:
+        dump = "\n".join(
+            repr(tuple(row)) for t in metadata.sorted_tables for row in conn.execute(t.select())
+        )
+    for trace in traces:
+        assert trace not in dump, trace
+    (new,) = [r for r in list_snapshots(led) if r["status"] == "live" and r["purpose"] == GENAI]
+    texts = data_texts(Path(new["path"]))
+    assert "p5" not in texts and R in texts["p4"]
+    assert led.verify().ok

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,9 +26,25 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from askfirst import times
 from askfirst.errors import InputError, UnknownSubject
 from askfirst.ledger import Ledger, store
-from askfirst.ledger.tables import accounts, api_tokens, sessions, subject_state
+from askfirst.ledger.tables import accounts, api_tokens, sessions, signin_links, subject_state
 
 SCOPES = ("decisions:read", "choices:write", "admin")
+# A staff member's role, and what each may do (the one table every check reads):
+#   read     — every admin page and report, the ledger's events, the cases and evidence
+#   cases    — propose, approve and reject cases (two reviewers for what cannot be undone)
+#   notices  — publish a purpose's notice
+#   operate  — record for subjects (stop a use), models, snapshots, recipients, close tasks
+#   staff    — manage staff accounts and their tokens
+STAFF_ROLES = ("reviewer", "policy-editor", "auditor", "admin")
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "reviewer": frozenset({"read", "cases"}),
+    "policy-editor": frozenset({"read", "notices"}),
+    "auditor": frozenset({"read"}),
+    "admin": frozenset({"read", "operate", "staff"}),
+    # a service's token with the admin scope (a machine, not a person): all but the people's
+    # decisions — reviewing cases and managing staff need a named staff member
+    "service": frozenset({"read", "operate", "notices"}),
+}
 TOKEN_PREFIX = "afk_"
 # Argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): strong, and quick
 # enough that sign-in stays responsive on a small server.
@@ -45,8 +62,9 @@ _DUMMY = (
 class Account:
     id: int
     username: str
-    kind: str  # member / staff
+    kind: str  # member / staff / representative
     subject_id: str | None
+    role: str | None = None  # a staff member's role
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,7 @@ class Token:
     name: str
     scopes: frozenset[str]
     subject_id: str | None
+    staff: Account | None = None  # a staff member's own token acts as them, in their role
 
 
 def normal_username(username: str) -> str:
@@ -81,8 +100,10 @@ def create_account(
     kind: str,
     subject: str | None = None,
     password_hash: str | None = None,
+    role: str | None = None,
 ) -> Account:
-    """A member account (for ``subject``) or a staff account.
+    """A member account (for ``subject``) or a staff account (with ``role``, one of
+    :data:`STAFF_ROLES`).
 
     ``password_hash`` (from :func:`hash_password`) saves hashing again when many accounts
     share one password, as the demo's do.
@@ -94,6 +115,10 @@ def create_account(
         raise InputError(f"account kind {kind!r} must be member or staff")
     if (kind == "member") != (subject is not None):
         raise InputError("a member account needs --subject; a staff account takes none")
+    if kind == "staff" and role not in STAFF_ROLES:
+        raise InputError(f"a staff account needs a role: --role {' or '.join(STAFF_ROLES)}")
+    if kind != "staff" and role is not None:
+        raise InputError("only staff accounts have a role")
     if subject is not None and not ledger.subject_exists(subject):
         raise UnknownSubject(subject)
     hashed = password_hash or hash_password(password)
@@ -108,10 +133,11 @@ def create_account(
                 subject_id=subject,
                 password_hash=hashed,
                 created_at=times.to_micros(times.now()),
+                role=role,
             )
         )
         (account_id,) = row.inserted_primary_key or (0,)
-    return Account(int(account_id), username, kind, subject)
+    return Account(int(account_id), username, kind, subject, role)
 
 
 def authenticate(ledger: Ledger, username: str, password: str) -> Account | None:
@@ -125,13 +151,17 @@ def authenticate(ledger: Ledger, username: str, password: str) -> Account | None
         return None
     if row is None:
         return None
-    return Account(row.id, row.username, row.kind, row.subject_id)
+    return _account(row)
+
+
+def _account(row: Any) -> Account:
+    return Account(row.id, row.username, row.kind, row.subject_id, row.role)
 
 
 def get_account(ledger: Ledger, account_id: int) -> Account | None:
     with ledger.engine.connect() as conn:
         row = conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
-    return Account(row.id, row.username, row.kind, row.subject_id) if row else None
+    return _account(row) if row else None
 
 
 def change_password(ledger: Ledger, username: str, password: str) -> Account:
@@ -145,7 +175,7 @@ def change_password(ledger: Ledger, username: str, password: str) -> Account:
             raise InputError(f"no account named {name!r}")
         conn.execute(update(accounts).where(accounts.c.id == row.id).values(password_hash=hashed))
         end_sessions(conn, row.id)
-    return Account(row.id, row.username, row.kind, row.subject_id)
+    return _account(row)
 
 
 def _digest(token: str) -> str:
@@ -153,10 +183,25 @@ def _digest(token: str) -> str:
 
 
 def create_token(
-    ledger: Ledger, name: str, scopes: list[str], *, subject: str | None = None
+    ledger: Ledger,
+    name: str,
+    scopes: list[str],
+    *,
+    subject: str | None = None,
+    staff: str | None = None,
 ) -> tuple[Token, str]:
-    """A new API token; returns it with its secret, which is not stored and not shown again."""
+    """A new API token; returns it with its secret, which is not stored and not shown again.
+
+    With ``staff`` (a staff account's name) the token is that person's own: it acts as
+    them, in their role, and the ledger names them (``staff:NAME``) for what it records —
+    so one person with a session and a token is still one reviewer."""
     name = name.strip()
+    owner: Account | None = None
+    if staff is not None:
+        if subject is not None:
+            raise InputError("a staff member's token acts for nobody else: drop --subject")
+        owner = _staff_account(ledger, staff)
+        scopes = [*scopes, "admin"] if "admin" not in scopes else scopes
     if not name or len(name) > 255:
         raise InputError("a token needs a name of 1-255 characters")
     bad = [s for s in scopes if s not in SCOPES]
@@ -180,10 +225,22 @@ def create_token(
                 scopes=" ".join(sorted(set(scopes))),
                 subject_id=subject,
                 created_at=times.to_micros(times.now()),
+                account_id=owner.id if owner else None,
             )
         )
         (token_id,) = row.inserted_primary_key or (0,)
-    return Token(int(token_id), name, frozenset(scopes), subject), secret
+    return Token(int(token_id), name, frozenset(scopes), subject, owner), secret
+
+
+def _staff_account(ledger: Ledger, username: str) -> Account:
+    name = normal_username(username)
+    with ledger.engine.connect() as conn:
+        row = conn.execute(
+            select(accounts).where(accounts.c.username == name, accounts.c.kind == "staff")
+        ).first()
+    if row is None:
+        raise InputError(f"no staff account named {name!r}")
+    return _account(row)
 
 
 def revoke_token(ledger: Ledger, name: str) -> None:
@@ -205,14 +262,26 @@ def token_for(ledger: Ledger, secret: str) -> Token | None:
         row = _TOKEN.one(conn, {"h": _digest(secret)})
     if row is None:
         return None
-    token_id, name, scopes, subject = row
-    return Token(token_id, name, frozenset(scopes.split()), subject)
+    token_id, name, scopes, subject, owned_by, owner, username, role = row
+    if owned_by is not None and owner is None:
+        return None  # its staff member's account is gone, and the token with it
+    staff = Account(owner, username, "staff", None, role) if owner is not None else None
+    return Token(token_id, name, frozenset(scopes.split()), subject, staff)
 
 
 _TOKEN = store.Prepared(  # looked up on every API request
-    select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.scopes, api_tokens.c.subject_id).where(
-        api_tokens.c.token_hash == bindparam("h"), api_tokens.c.revoked_at.is_(None)
+    select(
+        api_tokens.c.id,
+        api_tokens.c.name,
+        api_tokens.c.scopes,
+        api_tokens.c.subject_id,
+        api_tokens.c.account_id,
+        accounts.c.id,
+        accounts.c.username,
+        accounts.c.role,
     )
+    .select_from(api_tokens.outerjoin(accounts, accounts.c.id == api_tokens.c.account_id))
+    .where(api_tokens.c.token_hash == bindparam("h"), api_tokens.c.revoked_at.is_(None))
 )
 
 
@@ -220,7 +289,7 @@ _TOKEN = store.Prepared(  # looked up on every API request
 
 # A closed account's sessions end at once (deactivated members may come back; a
 # deceased member's account may still be run by whoever manages the memorial page).
-ENDS_SESSIONS = ("closed",)
+ENDS_SESSIONS = ("closed", "erased")
 # last_seen_at is written at most this often, so that a page's many requests cost one write.
 _TOUCH_EVERY_US = 60 * times.MICROS
 
@@ -292,4 +361,32 @@ def session_account(
             conn.execute(
                 update(sessions).where(sessions.c.id_hash == digest).values(last_seen_at=now)
             )
-    return Account(row.id, row.username, row.kind, row.subject_id)
+    return _account(row)
+
+
+# ---- one-time sign-in links (a representative's first sign-in) ----------------------------
+
+
+def use_signin_link(ledger: Ledger, secret: str) -> Account | None:
+    """The account a one-time sign-in link is for, marking the link used; None when the
+    link is unknown, used or expired (each works once)."""
+    now = times.to_micros(times.now())
+    digest = _digest(secret)
+    with store.write(ledger.engine) as conn:
+        done = conn.execute(
+            update(signin_links)
+            .where(
+                signin_links.c.token_hash == digest,
+                signin_links.c.used_at.is_(None),
+                signin_links.c.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        if done.rowcount != 1:
+            return None
+        row = conn.execute(
+            select(accounts)
+            .join(signin_links, signin_links.c.account_id == accounts.c.id)
+            .where(signin_links.c.token_hash == digest)
+        ).first()
+    return _account(row) if row else None

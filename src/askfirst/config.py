@@ -45,8 +45,10 @@ KEY_DIR = Setting(
     env="ASKFIRST_KEY_DIR",
     option="--key-dir",
     default="askfirst-keys",
-    help="Folder for the receipt-signing Ed25519 key, the session secret and the secret "
-    "that signs e-mails' one-click links, kept outside the database; made on first start.",
+    help="Folder for the receipt-signing Ed25519 key, the session secret, the secret that "
+    "signs e-mails' one-click links and the names key (erased subjects' names are kept only "
+    "as digests under it, and builds need it to find them), kept outside the database; made "
+    "on first use.",
 )
 SECURE_COOKIES = Setting(
     name="secure_cookies",

@@ -35,6 +35,16 @@ from askfirst.propagation import open_ledger
 SEED = 20261129
 MEMBER_PASSWORD = "askfirst-demo"
 STAFF_USER = "staff"
+EDITOR_USER = "editor"
+REVIEWERS = ("ana", "ben")  # two reviewers: a death, a representative, an erasure need both
+AUDITOR_USER = "audit"
+STAFF = (
+    (STAFF_USER, "admin"),
+    (EDITOR_USER, "policy-editor"),
+    (REVIEWERS[0], "reviewer"),
+    (REVIEWERS[1], "reviewer"),
+    (AUDITOR_USER, "auditor"),
+)
 PURPOSES = ("genai-training", "third-party-research")
 
 # place -> (share of members, first names, last names)
@@ -234,6 +244,8 @@ def _history(rng: random.Random, members: list[SubjectIn], t0: int) -> list[NewE
                     NewEvent(type="gpc", subject=m.id, actor=m.id, source="demo", value="1"),
                 )
             )
+    # The platform's own records from before askfirst (a memorial request it handled, an
+    # account closed): a death recorded today goes through a case reviewed by two staff.
     for i, status in ((7, "deceased"), (31, "closed")):
         evs.append(
             (
@@ -241,7 +253,7 @@ def _history(rng: random.Random, members: list[SubjectIn], t0: int) -> list[NewE
                 NewEvent(
                     type="status",
                     subject=members[i].id,
-                    actor="staff:demo",
+                    actor="system:memorials" if status == "deceased" else "staff:demo",
                     source="demo",
                     value=status,
                 ),
@@ -328,7 +340,11 @@ def _populate(ledger: Ledger, folder: Path, staff_file: Path) -> None:
             ledger, m.handle, MEMBER_PASSWORD, kind="member", subject=m.id, password_hash=hashed
         )
     staff_password = f"staff-{rng.getrandbits(64):016x}"
-    accounts.create_account(ledger, STAFF_USER, staff_password, kind="staff")
+    staff_hash = accounts.hash_password(staff_password)
+    for username, role in STAFF:
+        accounts.create_account(
+            ledger, username, staff_password, kind="staff", role=role, password_hash=staff_hash
+        )
     staff_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     staff_file.write_text(staff_password + "\n")
     staff_file.chmod(0o600)
@@ -400,8 +416,10 @@ def summary(demo: Demo, out: Console, base_url: str) -> None:
         f"[bold]{demo.sample_members[2]}[/] (India) — password [bold]{MEMBER_PASSWORD}[/] "
         f"(every member's handle works). anna.keller and jo.rivera also manage the Acme "
         f"Robotics page.\n"
-        f"Staff console: sign in as [bold]{STAFF_USER}[/] with password "
-        f"[bold]{demo.staff_password}[/] (kept in {demo.key_dir / 'staff-password.txt'}).\n"
+        f"Staff console: sign in as [bold]{STAFF_USER}[/] (admin), [bold]{EDITOR_USER}[/] "
+        f"(policy editor), [bold]{REVIEWERS[0]}[/] or [bold]{REVIEWERS[1]}[/] (reviewers) or "
+        f"[bold]{AUDITOR_USER}[/] (auditor), each with password [bold]{demo.staff_password}[/] "
+        f"(kept in {demo.key_dir / 'staff-password.txt'}).\n"
         + (
             f"Model {MODEL[0]} {MODEL[1]} was trained on a snapshot of the corpus; then "
             f"[bold]{withdrew}[/] said no, so the snapshot is stale and the model has a "

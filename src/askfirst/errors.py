@@ -12,6 +12,7 @@ Every error says what was wrong and, where it can, what to do about it. The CLI 
      │    ├── UnknownPurpose    the policy has no purpose of that name
      │    ├── NotFound          no such task (or other record named in a request's path)
      │    └── NotAuthorized     the actor may not act for that subject
+     ├── Conflict               the request clashes with what is there (a handle taken)
      ├── LedgerError            the ledger cannot be used as asked
      │    └── LedgerCorrupt     the ledger failed verification; nothing is decided on it
      └── StorageError           the database cannot be reached, or its schema is not current
@@ -88,6 +89,11 @@ class NotFound(InputError):
 
 class NotAuthorized(InputError):
     """The actor has no authority in the ledger to act for the subject."""
+
+
+class Conflict(AskfirstError):
+    """The request is well formed but clashes with what is there: a handle another
+    subject holds (or held lately), a directory entry of an erased subject."""
 
 
 class LedgerError(AskfirstError):

@@ -106,6 +106,19 @@ class CategoryRules(_Strict):
     extra: tuple[str, ...] = ()
 
 
+class NamesRules(_Strict):
+    """How long a subject's replaced handle or name stays protected (``[names]``)."""
+
+    former_protected_days: int = Field(
+        default=365,
+        ge=0,
+        le=36_500,
+        strict=True,
+        description="days a handle or name a subject gave up still resolves to them and is "
+        "redacted like their current ones (0: not at all)",
+    )
+
+
 class Controller(_Strict):
     """Who decides how the data is used (named on every consent receipt)."""
 
@@ -118,6 +131,7 @@ class _PolicyFile(_Strict):
     jurisdictions: JurisdictionRules = JurisdictionRules()
     categories: CategoryRules = CategoryRules()
     controller: Controller = Controller()
+    names: NamesRules = NamesRules()
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ class Policy:
     controller: Controller
     source: str
     hash: str
+    names: NamesRules = field(default_factory=NamesRules)
     # Per purpose, the first instant (microseconds) its published default could apply:
     # set from the published notices when a ledger is opened (``notices.bind``).
     not_before: dict[str, int] = field(default_factory=dict)
@@ -274,6 +289,7 @@ def parse_policy(text: str, source: str = "policy.toml") -> Policy:
         controller=pf.controller,
         source=source,
         hash=_canonical_hash(pf),
+        names=pf.names,
     )
 
 

@@ -78,6 +78,7 @@ def in_words(d: Decision, event: Event | None, policy: Policy | None = None) -> 
         Reason.MINOR: "Not used: you are under 18.",
         Reason.ACCOUNT_CLOSED: "Not used: the account is closed.",
         Reason.DECEASED: "Not used: this member has died.",
+        Reason.ERASED: f"Not used, ever: this person was forgotten{when}.",
         Reason.UNKNOWN_SUBJECT: "Not used.",
     }
     return words[d.reason]

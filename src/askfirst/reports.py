@@ -25,7 +25,7 @@ from askfirst import lineage, notices, privacy, times
 from askfirst.data_in_ai import data_in_ai
 from askfirst.decisions import decide_many
 from askfirst.errors import InputError
-from askfirst.ledger.events import SERVICE
+from askfirst.ledger.events import SERVICE, EventType
 from askfirst.ledger.ledger import Ledger
 from askfirst.ledger.tables import (
     accounts,
@@ -295,6 +295,15 @@ def subject_report(ledger: Ledger, subject: str) -> dict[str, Any]:
             "names": who.names,
             "jurisdiction": who.jurisdiction,
             "status": who.status,
+            # when their handle, names, e-mail and accounts were deleted (an erasure)
+            "erased_at": next(
+                (
+                    times.iso(e.recorded_at)
+                    for e in reversed(events)
+                    if e.type == EventType.STATUS and e.value == "erased"
+                ),
+                None,
+            ),
         },
         "settings": privacy.overview(ledger, subject),
         "ledger_events": [e.to_json() for e in events],

@@ -6,18 +6,22 @@ another's leftovers. Sign-in goes through the real /signin form; tokens are made
 :func:`askfirst.accounts.create_token` against the copy's ledger.
 
 Fixtures: ``demo_dir`` (a :class:`askfirst.demo.Demo` describing this test's copy),
-``app``, ``client`` (anonymous), ``signed_in(username)`` and ``token(scopes, subject=None)``.
+``app``, ``client`` (anonymous), ``signed_in(username)`` and ``token(scopes, subject=None)``;
+and ``browser``, Debian's headless Chromium, started once per session for every module of
+browser tests (Playwright's sync API runs one instance per thread).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from argon2 import PasswordHasher
@@ -37,9 +41,22 @@ from askfirst.ledger.tables import accounts
 from askfirst.receipts import signing_key
 from askfirst.web.app import WebSettings, create_app, session_secret
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 MEMBER_PASSWORD = demo.MEMBER_PASSWORD
 STAFF_USER = demo.STAFF_USER
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]*)"')
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def csrf_in(html: str) -> str:
@@ -156,7 +173,8 @@ def signed_in(app: FastAPI, demo_dir: demo.Demo) -> Iterator[Callable[..., WebCl
 
     def make(username: str, password: str | None = None) -> WebClient:
         if password is None:
-            password = demo_dir.staff_password if username == STAFF_USER else MEMBER_PASSWORD
+            staff = {name for name, _ in demo.STAFF}
+            password = demo_dir.staff_password if username in staff else MEMBER_PASSWORD
         c = sign_in(app, username, password)
         made.append(c)
         return c
@@ -178,3 +196,20 @@ def token(app: FastAPI) -> Callable[..., ApiToken]:
         return ApiToken(name, secret, tuple(scopes), subject)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, once per session (Playwright's own browser download
+    cannot work on these machines); skipped without it, except under CI=true."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+        if IN_CI:
+            pytest.fail(message + "; CI=true: the browser tests must run")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -17,7 +17,6 @@ under CI=true, where a missing browser fails them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import threading
@@ -32,7 +31,7 @@ from typing import Any
 import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page
 from sqlalchemy import delete
 from typer.testing import CliRunner
 
@@ -46,16 +45,6 @@ from askfirst.policy import default_policy_text as load_policy_text
 from askfirst.policy import load_policy
 from askfirst.web.app import WebSettings, create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = demo.MEMBER_PASSWORD
 GENAI = "genai-training"
 POLICY = load_policy()
@@ -64,20 +53,6 @@ DO_NOT_TRAIN = {"x-robots-tag", "tdm-reservation", "content-usage"}
 
 
 # ---- the browser and the server -----------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, once per session."""
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(message + "; CI=true: the browser tests must run")
-        pytest.skip(message)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @dataclass
@@ -96,16 +71,24 @@ class LiveServer:
 
 
 @contextmanager
-def serving(demo_dir: demo.Demo, policy_path: Path | None = None) -> Iterator[LiveServer]:
-    """uvicorn on a free 127.0.0.1 port, serving ``demo_dir`` (with that policy file)."""
-    settings = WebSettings(
-        demo_dir.url, demo_dir.key_dir, policy_path=policy_path, secure_cookies=True
-    )
-    app = create_app(settings)
+def serving(
+    demo_dir: demo.Demo,
+    policy_path: Path | None = None,
+    before_start: Callable[[str], None] | None = None,
+) -> Iterator[LiveServer]:
+    """uvicorn on a free 127.0.0.1 port, serving ``demo_dir`` (with that policy file).
+    ``before_start(base_url)`` runs once the port is known, before the app is made (to
+    set the environment it reads, such as the address its e-mails link to)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    if before_start is not None:
+        before_start(f"http://127.0.0.1:{port}")
+    settings = WebSettings(
+        demo_dir.url, demo_dir.key_dir, policy_path=policy_path, secure_cookies=True
+    )
+    app = create_app(settings)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -622,7 +605,7 @@ def test_staff_follow_admin_to_the_open_task_and_its_age(page: Page, live: LiveS
 
     table = page.get_by_role("table")
     headers = table.get_by_role("columnheader").all_inner_texts()
-    assert headers == ["task", "age (days)", "model", "owner", "what"], headers
+    assert headers == ["task", "age (days)", "model", "owner", "what", "close"], headers
     rows = table.locator("tbody").get_by_role("row")
     assert rows.count() == 1
     cells = rows.first.get_by_role("cell").all_inner_texts()
@@ -634,6 +617,19 @@ def test_staff_follow_admin_to_the_open_task_and_its_age(page: Page, live: LiveS
     twin = page.request.get("/admin/tasks.json")
     assert twin.ok
     assert [t["id"] for t in twin.json()["open"]] == [task["id"]]
+
+    # The admin closes it from the console, saying what was done.
+    page.get_by_label("What was done").fill("retrained as v2 without the member")
+    page.get_by_role("button", name=f"Close task {task['id']}").click()
+    page.wait_for_url("**/admin/tasks")
+    assert f"Task {task['id']} closed" in page.get_by_role("status").inner_text()
+    assert "No open tasks." in page.get_by_role("table").inner_text()
+    with live.ledger() as ledger:
+        (closed,) = list_tasks(ledger, status="closed")
+    assert (closed["note"], closed["closed_by"]) == (
+        "retrained as v2 without the member",
+        f"staff:{demo.STAFF_USER}",
+    )
 
 
 def test_axe_finds_no_serious_or_critical_violations_on_the_ai_and_task_pages(

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from askfirst import demo, notices, parse_policy, privacy
 from askfirst.accounts import create_token
 from askfirst.decisions import decide_many
-from askfirst.demo import STAFF_USER
+from askfirst.demo import EDITOR_USER, STAFF_USER
 from askfirst.policy import default_policy_text
 from askfirst.web.app import WebSettings, create_app
 
@@ -148,7 +148,7 @@ def test_staff_publish_from_the_console_with_a_csrf_token(
 ) -> None:
     app, path = edited
     _edit_to_v2(path)
-    staff = sign_in(app, STAFF_USER, demo_dir.staff_password)
+    staff = sign_in(app, EDITOR_USER, demo_dir.staff_password)
     page = staff.get("/admin/notices")
     assert page.status_code == 200
     assert "Publish genai-training version 2" in page.text

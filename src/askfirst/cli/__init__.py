@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import typer
 
 from askfirst import config, times
-from askfirst.cli import gate, notices, training, web
+from askfirst.cli import cases, gate, notices, training, web
 from askfirst.cli import ledger as ledger_commands
 from askfirst.cli.common import (
     DB_DEFAULT,
@@ -108,6 +108,7 @@ for sub, name in (
     (training.outbox_app, "outbox"),
     (training.report_app, "report"),
     (notices.notice_app, "notice"),
+    (cases.case_app, "case"),
 ):
     app.add_typer(sub, name=name)
 

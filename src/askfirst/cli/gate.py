@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
+from askfirst import config
 from askfirst.cli.common import (
     DB_DEFAULT,
     Db,
     Json,
+    KeyDir,
     PolicyFile,
     Quiet,
     handles_errors,
@@ -64,9 +66,11 @@ def snapshot_build(
     quiet: Quiet = False,
     db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
+    key_dir: KeyDir = Path(config.KEY_DIR.default or ""),
     as_json: Json = False,
 ) -> None:
-    """Build the snapshot of a corpus that may be used for a purpose."""
+    """Build the snapshot of a corpus that may be used for a purpose (once a subject has
+    been erased, with the key folder, whose names key finds their names)."""
     from askfirst.gate import build_snapshot
     from askfirst.gate.corpus import count_hint
 
@@ -89,6 +93,7 @@ def snapshot_build(
             verify_ledger=verify_ledger,
             progress=(lambda n: update(completed=n)) if update else None,
             spark_master=spark_master,
+            key_dir=key_dir,
         )
     if as_json:
         print_json(manifest.to_json())

@@ -107,6 +107,45 @@ def subjects_import(
     out.print(f"imported {n} subjects ({len(evs)} events, head seq {evs[-1].seq})", markup=False)
 
 
+@subjects_app.command("update")
+@handles_errors
+def subjects_update(
+    subject: Annotated[str, typer.Argument(help="The subject whose entry changes.")],
+    handle: Annotated[str | None, typer.Option(help="The new handle.")] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="A name; give --name once per name (they replace all)."),
+    ] = None,
+    email: Annotated[str | None, typer.Option(help="The new e-mail address.")] = None,
+    db: Db = DB_DEFAULT,
+    policy: PolicyFile = None,
+    as_json: Json = False,
+) -> None:
+    """Change a subject's handle, names or e-mail; the old handle and names stay
+    protected for the policy's [names] former_protected_days."""
+    from askfirst.directory import UNSET, update_subject
+
+    if handle is None and name is None and email is None:
+        raise InputError("give --handle, --name or --email")
+    with ledger_from(db, policy) as ledger:
+        entry = update_subject(
+            ledger,
+            subject,
+            handle=UNSET if handle is None else handle,
+            names=UNSET if name is None else name,
+            email=UNSET if email is None else email,
+        )
+    if as_json:
+        print_json(entry.to_json())
+        return
+    shown = ", ".join([*(f"@{entry.handle}",) * bool(entry.handle), *entry.names]) or "no name"
+    out.print(f"subject {entry.subject}: {shown}", markup=False)
+    for f in entry.former:
+        out.print(
+            f"  former {f.kind} {f.value!r} protected until {times.iso(f.until)}", markup=False
+        )
+
+
 @events_app.command("import")
 @handles_errors
 def events_import(

@@ -196,6 +196,7 @@ def snapshot_rebuild(
     quiet: Quiet = False,
     db: Db = DB_DEFAULT,
     policy: PolicyFile = None,
+    key_dir: KeyDir = Path(config.KEY_DIR.default or ""),
     as_json: Json = False,
 ) -> None:
     """Rebuild a snapshot against today's ledger; retire the old one and delete its data."""
@@ -213,10 +214,12 @@ def snapshot_rebuild(
             update = functools.partial(bar.update, task)
             counted = lambda n: update(completed=n)  # noqa: E731
         if stale:
-            done = rebuild_stale(ledger, progress=counted)
+            done = rebuild_stale(ledger, progress=counted, key_dir=key_dir)
         else:
             assert snapshot_id is not None
-            done = rebuild_snapshot(ledger, snapshot_id, out=out_dir, progress=counted)
+            done = rebuild_snapshot(
+                ledger, snapshot_id, out=out_dir, progress=counted, key_dir=key_dir
+            )
     if as_json:
         print_json([d.to_json() for d in done])
         return

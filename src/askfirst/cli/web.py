@@ -122,15 +122,25 @@ PasswordStdin = Annotated[
 @handles_errors
 def staff_create(
     username: Annotated[str, typer.Argument(help="The staff member's sign-in name.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="reviewer (cases), policy-editor (notices and policy), auditor (reads "
+            "everything, changes nothing) or admin (manages staff; records for subjects, "
+            "models and tasks)."
+        ),
+    ],
     password_stdin: PasswordStdin = False,
     db: Db = DB_DEFAULT,
 ) -> None:
-    """Create a staff account for the admin area."""
+    """Create a staff account for the admin area, in one role."""
     from askfirst import accounts
 
     with ledger_from(db, None) as ledger:
-        account = accounts.create_account(ledger, username, _password(password_stdin), kind="staff")
-    out.print(f"staff account {account.username!r} created", markup=False)
+        account = accounts.create_account(
+            ledger, username, _password(password_stdin), kind="staff", role=role
+        )
+    out.print(f"staff account {account.username!r} ({account.role}) created", markup=False)
 
 
 @accounts_app.command("create")
@@ -174,13 +184,20 @@ def tokens_create(
     subject: Annotated[
         str | None, typer.Option(help="Bind the token to one subject; needed for choices:write.")
     ] = None,
+    staff: Annotated[
+        str | None,
+        typer.Option(
+            help="A staff member's own token: it acts as them, in their role (and the ledger "
+            "names them for what it records)."
+        ),
+    ] = None,
     db: Db = DB_DEFAULT,
 ) -> None:
     """Create an API token. Its secret is printed once and stored only as a hash."""
     from askfirst import accounts
 
     with ledger_from(db, None) as ledger:
-        token, secret = accounts.create_token(ledger, name, scope, subject=subject)
+        token, secret = accounts.create_token(ledger, name, scope, subject=subject, staff=staff)
     err.print(
         f"token {token.name!r} ({' '.join(sorted(token.scopes))}) created; keep the "
         "secret below, it is not shown again",

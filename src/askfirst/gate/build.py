@@ -61,6 +61,7 @@ def build_snapshot(
     progress: Callable[[int], None] | None = None,
     spark: SparkSession | None = None,
     spark_master: str | None = None,
+    key_dir: str | Path | None = None,
 ) -> SnapshotManifest:
     """Build the snapshot of ``corpus`` for ``purpose`` as of ``as_of`` (default: now)
     into the new folder ``out``; return its manifest.
@@ -72,6 +73,9 @@ def build_snapshot(
     back, at the ledger head too), in a category the purpose may use and created by
     ``as_of``, go in; mentions of anyone who did not say yes are redacted (or, with
     ``on_mention="drop"``, the record is left out).
+
+    Once a subject has been erased, a build needs the names key (``key_dir``, default
+    the ``ASKFIRST_KEY_DIR`` setting) to find their names in others' records.
     """
     return build(
         ledger,
@@ -85,6 +89,7 @@ def build_snapshot(
         progress=progress,
         spark=spark,
         spark_master=spark_master,
+        key_dir=key_dir,
     )
 
 
@@ -102,6 +107,7 @@ def build(
     replaces: int | None = None,
     spark: SparkSession | None = None,
     spark_master: str | None = None,
+    key_dir: str | Path | None = None,
 ) -> SnapshotManifest:
     """``build_snapshot``; with ``replaces`` (a rebuild), the registry number of the
     snapshot that the new one retires, in the transaction that registers it."""
@@ -125,7 +131,7 @@ def build(
         if not report.ok:
             first = (report.problems or report.projection_problems)[0]
             raise LedgerCorrupt(f"the ledger failed verification, so nothing is built: {first}")
-    consent = consent_mod.gather(ledger, purpose, as_of)
+    consent = consent_mod.gather(ledger, purpose, as_of, key_dir=key_dir)
     plan = Plan(consent=consent, corpus=found, on_mention=on_mention)
     made = _make_folders(target.parent)
     try:

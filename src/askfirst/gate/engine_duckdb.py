@@ -131,7 +131,7 @@ def run(plan: Plan, out: Path, progress: Callable[[int], None] | None = None) ->
     """Build the snapshot's data files under ``out/data`` and count everything."""
     data = out / "data"
     data.mkdir(parents=True)
-    finder = NameFinder.from_directory(plan.consent.names)
+    finder = NameFinder.from_directory(plan.consent.names, plan.consent.forgotten)
     finder.allow(plan.consent.decisions)
     # DuckDB spills into the build's hidden folder, so that it goes with it if the
     # build is killed.

@@ -216,10 +216,13 @@ def _run(
     directory = plan.consent.directory.with_protected(plan.consent.names)
     pq.write_table(directory, scratch / "directory.parquet")
     del directory
+    forgotten = plan.consent.forgotten
+    if forgotten is not None:  # digests only; the key goes with the task (see _BatchStep)
+        pq.write_table(forgotten.rows, scratch / "forgotten.parquet")
     decisions = _decisions(spark, plan, scratch)
     plan.consent.release()  # the executors read them from the scratch files
     checked = _checked(spark, plan, corpus, decisions)
-    step = _BatchStep(str(scratch), plan.on_mention)
+    step = _BatchStep(str(scratch), plan.on_mention, forgotten.key if forgotten else None)
     passed = checked.mapInArrow(step, _OUT_SCHEMA).persist(StorageLevel.DISK_ONLY)
     data = out / "data"
     try:
@@ -306,24 +309,33 @@ _STATE: dict[str, Any] = {}
 
 
 class _BatchStep:
-    """The function ``mapInArrow`` runs on each partition: the shared mention step."""
+    """The function ``mapInArrow`` runs on each partition: the shared mention step.
 
-    def __init__(self, scratch: str, on_mention: str) -> None:
+    With forgotten names, it carries the names key to the executors (they hash the words
+    where a forgotten name may start); the digests they read from the scratch folder."""
+
+    def __init__(self, scratch: str, on_mention: str, names_key: bytes | None = None) -> None:
         self.scratch = scratch
         self.on_mention = on_mention
+        self.names_key = names_key
 
     def _state(self) -> tuple[duckdb.DuckDBPyConnection, Any]:
         # Loaded once per Python worker and build: the decisions, directory and names.
         if _STATE.get("key") != self.scratch:
+            from askfirst.gate.forgotten import Forgotten
             from askfirst.gate.mentions import load_tables
             from askfirst.gate.redaction import NameFinder
 
             decisions = pq.read_table(Path(self.scratch) / "decisions.parquet")
             directory = pq.read_table(Path(self.scratch) / "directory.parquet")
+            forgotten = None
+            if self.names_key is not None:
+                rows = pq.read_table(Path(self.scratch) / "forgotten.parquet")
+                forgotten = Forgotten.from_rows(self.names_key, rows)
             con = duckdb.connect(config={"memory_limit": "512MB"})
             con.execute("SET TimeZone = 'UTC'")
             load_tables(con, decisions, directory)
-            finder = NameFinder.from_directory(directory)
+            finder = NameFinder.from_directory(directory, forgotten)
             finder.allow(decisions)
             if "con" in _STATE:
                 _STATE["con"].close()

@@ -1,11 +1,13 @@
 """The per-batch step every gate engine shares: find mentions, redact or drop, hash.
 
 Given a batch of records that passed the author and category rules, it finds who each
-record mentions — by the mentions list, by ``@handle`` and by protected names — redacts
-(or drops) the mentions of anyone who did not say yes, writes what is left to a sink, and
-counts lineage. It runs on a DuckDB connection holding the build's ``decisions`` and
-``directory`` tables (see :func:`load_tables`): in the DuckDB engine's own process, and
-on each Spark executor, so that both engines give the same records, byte for byte.
+record mentions — by the mentions list, by ``@handle`` and by protected names, and the
+names and handles of erased subjects, known only as keyed digests (``forgotten``) —
+redacts (or drops) the mentions of anyone who did not say yes, writes what is left to a
+sink, and counts lineage. It runs on a DuckDB connection holding the build's
+``decisions`` and ``directory`` tables (see :func:`load_tables`): in the DuckDB engine's
+own process, and on each Spark executor, so that both engines give the same records,
+byte for byte.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 import duckdb
@@ -133,6 +136,12 @@ SELECT DISTINCT f.i, f.subject, coalesce(x.allowed, false) AS ok
 FROM found f JOIN cand c ON c.i = f.i LEFT JOIN decisions x ON x.subject = f.subject
 WHERE f.subject <> c.author_id"""
 
+# Every @handle in the records, with when each record was written (for erased handles).
+_HANDLES = f"""
+SELECT i, lower(h) AS h, epoch_us(created_at) AS at FROM (
+  SELECT i, created_at, unnest(regexp_extract_all(text, '{HANDLE_RE}', 1)) AS h
+  FROM cand WHERE contains(text, '@'))"""
+
 # Each mention of someone who did not say yes, by record, with their handle and names
 # to redact (grouped by record in Python: DuckDB's list aggregates cost more).
 _NOT_OK = """
@@ -141,10 +150,12 @@ FROM found_ m LEFT JOIN directory d ON d.subject = m.subject
 WHERE NOT m.ok ORDER BY m.i, m.subject"""
 
 
-def _by_record(
-    not_ok: pa.Table,
-) -> list[tuple[int, list[str], list[str], list[str]]]:
-    """``_NOT_OK``'s rows as (record, subjects, handles, names), one per record."""
+Redactions = list[tuple[int, list[str], list[str], list[str]]]
+
+
+def _by_record(not_ok: pa.Table) -> Redactions:
+    """``_NOT_OK``'s rows as (record, subjects, handles, names), one per record (a
+    subject with a former handle has a directory row for each handle)."""
     i = not_ok.column("i").to_numpy()
     if i.size == 0:
         return []
@@ -157,7 +168,7 @@ def _by_record(
         out.append(
             (
                 int(i[a]),
-                subjects[a:b],
+                list(dict.fromkeys(subjects[a:b])),
                 [h for h in handles[a:b] if h is not None],
                 [n for ns in names[a:b] if ns is not None for n in json.loads(ns)],
             )
@@ -184,23 +195,43 @@ def _sums(table: pa.Table) -> list[int]:
     return [int(pc.sum(table.column(f"h{k}")).as_py() or 0) for k in range(4)]
 
 
+def _with_erased(
+    bad: Redactions, names: list[tuple[int, str, str]], handles: list[tuple[int, str, str]]
+) -> Redactions:
+    """``bad`` with the erased subjects' names and handles found in the same records:
+    (record, subject, the text found). An erased subject's answer is always no."""
+    if not names and not handles:
+        return bad
+    merged = {k: (subjects, hs, ns) for k, subjects, hs, ns in bad}
+    for found, at in ((names, 2), (handles, 1)):
+        for k, subject, text in found:
+            entry = merged.setdefault(k, ([], [], []))
+            if subject not in entry[0]:
+                entry[0].append(subject)
+            entry[at].append(text)
+    return [(k, *merged[k]) for k in sorted(merged)]
+
+
 def _names_uncovered(
     finder: NameFinder, texts: dict[int, str], rewritten: dict[int, set[str]]
 ) -> int:
-    """Redact protected names that a redaction left standing as whole words (as in
-    "@handleØrsted" once the handle is gone); returns the mentions newly redacted."""
+    """Redact protected (and erased subjects') names that a redaction left standing as
+    whole words (as in "@handleØrsted" once the handle is gone); returns the mentions
+    newly redacted."""
     added = 0
     todo = sorted(rewritten)
     for _ in range(3):
         if not todo:
             break
-        rows, subjects = finder.find(pa.array([texts[k] for k in todo], pa.string()))
+        found = finder.search(pa.array([texts[k] for k in todo], pa.string()))
         names: dict[int, list[str]] = {}
-        for row, subject in zip(rows, subjects, strict=True):
-            if subject in finder.allowed:
+        for row, subject, text in zip(found.rows, found.subjects, found.texts, strict=True):
+            if text is None and subject in finder.allowed:
                 continue
             k = todo[row]
-            names.setdefault(k, []).extend(finder.names_of.get(subject, []))
+            names.setdefault(k, []).extend(
+                [text] if text is not None else finder.names_of.get(subject, [])
+            )
             if subject not in rewritten[k]:
                 rewritten[k].add(subject)
                 added += 1
@@ -256,6 +287,7 @@ class MentionStep:
         self._waiting: list[pa.Table] = []
         self._hit_rows: list[int] = []
         self._hit_subjects: list[str] = []
+        self._hit_texts: list[str | None] = []  # an erased subject's name, as found
         self._buffered = self._bytes = 0
 
     def add(self, table: pa.Table) -> None:
@@ -268,7 +300,8 @@ class MentionStep:
         usable = pc.is_null(table.column("reason")).combine_chunks()
         # The engines leave the texts of records left out NULL, so the search for names
         # runs over the usable ones (in place: no copy of the batch to filter first).
-        hit_rows, hit_subjects = self.finder.find(table.column("text").combine_chunks())
+        found = self.finder.search(table.column("text").combine_chunks())
+        hit_rows, hit_subjects, hit_texts = found.rows, found.subjects, found.texts
         flagged = pc.and_(usable, pc.fill_null(table.column("scan"), False).combine_chunks())
         if hit_rows:
             hit = np.zeros(table.num_rows, dtype=bool)
@@ -277,6 +310,7 @@ class MentionStep:
             keep = usable.to_numpy(zero_copy_only=False)[hit_rows]
             hit_rows = [r for r, k in zip(hit_rows, keep, strict=True) if k]
             hit_subjects = [s for s, k in zip(hit_subjects, keep, strict=True) if k]
+            hit_texts = [t for t, k in zip(hit_texts, keep, strict=True) if k]
         plain = table.filter(pc.and_not(usable, flagged))
         if plain.num_rows:
             self._write(plain, _sums(plain))
@@ -289,6 +323,7 @@ class MentionStep:
         position = np.cumsum(flagged.to_numpy(zero_copy_only=False)) - 1
         self._hit_rows.extend((position[hit_rows] + self._buffered).tolist())
         self._hit_subjects.extend(hit_subjects)
+        self._hit_texts.extend(hit_texts)
         self._waiting.append(cand)
         self._buffered += cand.num_rows
         self._bytes += cand.column("text").nbytes
@@ -313,17 +348,20 @@ class MentionStep:
         if not self._waiting:
             return
         cand = pa.concat_tables(self._waiting)
-        hit_rows = np.array(self._hit_rows, dtype=np.int64)
-        hit_subjects = pa.array(self._hit_subjects, pa.string())
-        self._waiting, self._hit_rows, self._hit_subjects = [], [], []
+        hits = _Hits(
+            np.array(self._hit_rows, dtype=np.int64),
+            pa.array(self._hit_subjects, pa.string()),
+            self._hit_texts,
+        )
+        self._waiting, self._hit_rows, self._hit_subjects, self._hit_texts = [], [], [], []
         self._buffered = self._bytes = 0
         if self._pool is None:
-            self._process(cand, hit_rows, hit_subjects)
+            self._process(cand, hits)
             return
         self._wait()  # one lot at a time
-        self._pending.append(self._pool.submit(self._process, cand, hit_rows, hit_subjects))
+        self._pending.append(self._pool.submit(self._process, cand, hits))
 
-    def _process(self, cand: pa.Table, hit_rows: np.ndarray, hit_subjects: pa.Array) -> None:
+    def _process(self, cand: pa.Table, found: _Hits) -> None:
         """The waiting records through the mention query, at most ``flush_rows`` records
         and ``flush_bytes`` of text at a time (its memory grows with both)."""
         if self.directory is not None:
@@ -336,27 +374,36 @@ class MentionStep:
             stop = max(start + 1, min(start + self.flush_rows, fits, cand.num_rows))
             part = cand.slice(start, stop - start)
             part = part.append_column("i", pa.array(np.arange(part.num_rows), pa.int64()))
-            mine = np.flatnonzero((hit_rows >= start) & (hit_rows < stop))
+            mine = np.flatnonzero((found.rows >= start) & (found.rows < stop))
+            erased = [k for k in mine.tolist() if found.texts[k] is not None]
+            protected = np.array([k for k in mine.tolist() if found.texts[k] is None], np.int64)
             hits = pa.table(
                 {
-                    "i": pa.array(hit_rows[mine] - start, pa.int64()),
-                    "subject": hit_subjects.take(pa.array(mine, pa.int64())),
+                    "i": pa.array(found.rows[protected] - start, pa.int64()),
+                    "subject": found.subjects.take(pa.array(protected, pa.int64())),
                 }
             )
-            self._mentions(part, hits)
+            names = [
+                (int(found.rows[k]) - start, str(found.subjects[k]), str(found.texts[k]))
+                for k in erased
+            ]
+            self._mentions(part, hits, names)
             start = stop
 
-    def _mentions(self, cand: pa.Table, hits: pa.Table) -> None:
-        """Find who the records in ``cand`` mention, redact or drop, write them."""
+    def _mentions(self, cand: pa.Table, hits: pa.Table, erased: list[tuple[int, str, str]]) -> None:
+        """Find who the records in ``cand`` mention, redact or drop, write them
+        (``erased``: the erased subjects' names found in them, by record)."""
         cur, finder = self.cur, self.finder
-        cur.register("cand", cand.select(["i", "text", "author_id", "mentions"]))
+        cur.register("cand", cand.select(["i", "text", "author_id", "mentions", "created_at"]))
         cur.register("hits", hits)
         found = cur.sql(_MENTIONS).to_arrow_table()
+        erased_handles = self._erased_handles(cur)
         cur.unregister("cand")
         cur.unregister("hits")
         cur.register("found_", found)
         # Only records that mention someone who said no come to Python.
         bad = _by_record(cur.sql(_NOT_OK).to_arrow_table())
+        bad = _with_erased(bad, erased, erased_handles)
         rows = [k for k, *_ in bad]
         texts: dict[int, str] = {}  # position -> the text as rewritten
         rewritten: dict[int, set[str]] = {}  # position -> the subjects redacted there
@@ -401,12 +448,52 @@ class MentionStep:
             cur.unregister("rows_")
         cur.unregister("found_")
 
+    def _erased_handles(self, cur: duckdb.DuckDBPyConnection) -> list[tuple[int, str, str]]:
+        """(record, subject, handle) for each @handle in ``cand`` that an erased subject
+        had — unless someone holds it now and the record was written after it was
+        erased: then it is theirs."""
+        forgotten = self.finder.forgotten
+        if forgotten is None or not forgotten.handles:
+            return []
+        toks = cur.sql(_HANDLES).to_arrow_table()
+        if toks.num_rows == 0:
+            return []
+        known = {h: forgotten.handle(h) for h in pc.unique(toks.column("h")).to_pylist()}
+        theirs = {h: who for h, who in known.items() if who is not None}
+        if not theirs:
+            return []
+        mine = toks.filter(pc.is_in(toks.column("h"), pa.array(list(theirs), pa.string())))
+        cur.register("erased_", pa.table({"h": pa.array(list(theirs), pa.string())}))
+        held = {
+            h for (h,) in cur.sql(
+                "SELECT DISTINCT d.handle FROM directory d JOIN erased_ e ON d.handle = e.h"
+            ).fetchall()
+        }  # fmt: skip
+        cur.unregister("erased_")
+        out = []
+        for i, h, at in zip(*(mine.column(c).to_pylist() for c in ("i", "h", "at")), strict=True):
+            subject, forgotten_at = theirs[h]
+            if h in held and at > forgotten_at:
+                continue
+            out.append((int(i), subject, h))
+        return out
+
     def _write(self, table: pa.Table, sums: list[int]) -> None:
         with self._lock:
             self.sink.write(table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
             self.authors.authors(self.cur, table)
             self.written += table.num_rows
             self.digest = [a + b for a, b in zip(self.digest, sums, strict=True)]
+
+
+@dataclass(frozen=True)
+class _Hits:
+    """Names found in the records waiting: by position, whose, and (for an erased
+    subject) the text found."""
+
+    rows: np.ndarray
+    subjects: pa.Array
+    texts: list[str | None]
 
 
 def process_batch(

@@ -62,25 +62,30 @@ def rebuild_snapshot(
     *,
     out: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    key_dir: str | Path | None = None,
 ) -> list[Rebuilt]:
-    """Rebuild every copy of ``snapshot_id`` still holding data (one, usually)."""
+    """Rebuild every copy of ``snapshot_id`` still holding data (one, usually); with
+    erased subjects, the names key is read from ``key_dir`` (see ``build_snapshot``)."""
     with ledger.engine.connect() as conn:
         rows = [r for r in lineage.resolve(conn, snapshot_id) if r.status != "retired"]
     if not rows:
         raise InputError(f"snapshot {snapshot_id!r} is already retired; nothing to rebuild")
     if out is not None and len(rows) > 1:
         raise InputError(f"snapshot {snapshot_id!r} has {len(rows)} copies; leave out --out")
-    return [_rebuild(ledger, row, out, progress) for row in rows]
+    return [_rebuild(ledger, row, out, progress, key_dir) for row in rows]
 
 
 def rebuild_stale(
-    ledger: Ledger, *, progress: Callable[[int], None] | None = None
+    ledger: Ledger,
+    *,
+    progress: Callable[[int], None] | None = None,
+    key_dir: str | Path | None = None,
 ) -> list[Rebuilt]:
     """Rebuild every stale snapshot, oldest first."""
     q = select(snapshots).where(snapshots.c.status == "stale").order_by(snapshots.c.id)
     with ledger.engine.connect() as conn:
         rows = conn.execute(q).all()
-    return [_rebuild(ledger, row, None, progress) for row in rows]
+    return [_rebuild(ledger, row, None, progress, key_dir) for row in rows]
 
 
 def _rebuild(
@@ -88,6 +93,7 @@ def _rebuild(
     row: Any,
     out: str | Path | None,
     progress: Callable[[int], None] | None,
+    key_dir: str | Path | None,
 ) -> Rebuilt:
     old_path = Path(row.path)
     target = Path(out) if out is not None else next_folder(old_path)
@@ -107,6 +113,7 @@ def _rebuild(
         on_mention=row.on_mention,
         progress=progress,
         replaces=row.id,
+        key_dir=key_dir,
     )
     deleted = retire_files(old_path, row.snapshot_id, manifest.snapshot_id)
     return Rebuilt(row.snapshot_id, manifest, target, deleted)

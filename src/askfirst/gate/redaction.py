@@ -9,8 +9,10 @@ letter, digit or ``_``.
 
 Protected names are found with one Aho-Corasick pass over each batch's lower-cased text
 (``ahocorasick_rs``, a DFA over the Arrow buffer: no Python per record); each hit is
-then checked for word boundaries. Only records that actually hold a mention of someone
-who said no are rewritten, one by one, with Python's ``re`` (whole words, any case).
+then checked for word boundaries. The same pass looks for the first bytes of erased
+subjects' names, known only as keyed digests (``forgotten``). Only records that actually
+hold a mention of someone who said no are rewritten, one by one, with Python's ``re``
+(whole words, any case).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import ahocorasick_rs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from askfirst.gate.forgotten import Forgotten
 
 REDACTED = "[redacted]"
 FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"
@@ -70,17 +74,35 @@ def _non_ascii(texts: pa.Array) -> np.ndarray | None:
 
 
 @dataclass
+class Found:
+    """What a search found: for each hit its record, its subject, and — for an erased
+    subject's name, which is known nowhere else — the text found (None for a protected
+    name: all the subject's names are redacted)."""
+
+    rows: list[int] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+
+    def extend(self, other: Found) -> None:
+        self.rows += other.rows
+        self.subjects += other.subjects
+        self.texts += other.texts
+
+
+@dataclass
 class NameFinder:
-    """An automaton over the lower-cased protected names, and who each name belongs to."""
+    """An automaton over the lower-cased protected names, and who each name belongs to;
+    and over the first bytes of forgotten names, if any (``forgotten``)."""
 
     names: list[str] = field(default_factory=list)
     owners: list[list[str]] = field(default_factory=list)
     names_of: dict[str, list[str]] = field(default_factory=dict)
     allowed: set[str] = field(default_factory=set)  # protected subjects who said yes
+    forgotten: Forgotten | None = None
     _automaton: ahocorasick_rs.BytesAhoCorasick | None = None
 
     @classmethod
-    def from_directory(cls, directory: pa.Table) -> NameFinder:
+    def from_directory(cls, directory: pa.Table, forgotten: Forgotten | None = None) -> NameFinder:
         protected = directory.filter(pc.equal(directory.column("protected"), 1))
         names_of: dict[str, list[str]] = {}
         flat_subjects: list[str] = []
@@ -106,9 +128,13 @@ class NameFinder:
             for key in dict.fromkeys(keys):
                 by_name.setdefault(key, []).append(subject)
         finder = cls(list(by_name), [sorted(set(v)) for v in by_name.values()], names_of)
-        if finder.names:
+        finder.forgotten = forgotten
+        patterns = [n.encode() for n in finder.names]
+        if forgotten is not None:
+            patterns += forgotten.prefixes  # pattern k >= len(names): a forgotten name's
+        if patterns:
             finder._automaton = ahocorasick_rs.BytesAhoCorasick(
-                [n.encode() for n in finder.names],
+                patterns,
                 matchkind=ahocorasick_rs.MatchKind.Standard,
                 implementation=ahocorasick_rs.Implementation.DFA,
             )
@@ -127,46 +153,57 @@ class NameFinder:
         self.allowed = set(mine.column("subject").to_pylist())
 
     def find(self, texts: pa.Array) -> tuple[list[int], list[str]]:
-        """(row, subject) pairs: the protected names that occur, as whole words, in each
-        row of ``texts``."""
+        """(row, subject) pairs: the protected (and forgotten) names that occur, as whole
+        words, in each row of ``texts``."""
+        found = self.search(texts)
+        return found.rows, found.subjects
+
+    def search(self, texts: pa.Array) -> Found:
+        """:meth:`find`, with the text of each forgotten name found."""
         if self._automaton is None or len(texts) == 0:
-            return [], []
+            return Found()
         if texts.type != pa.string():  # the byte-level reads below take 32-bit offsets
             texts = texts.cast(pa.string())
         # On ASCII text, folding is lower-casing A-Z, which Arrow does several times
         # faster; rows with other characters are folded in full.
         other = _non_ascii(texts)
         if other is None:
-            return self._scan(pc.ascii_lower(texts), None)
+            return self._scan(pc.ascii_lower(texts), None, texts)
         if 2 * int(other.sum()) > len(texts):
-            return self._scan(fold(texts), None)
+            return self._scan(fold(texts), None, texts)
         ascii_rows = np.flatnonzero(np.logical_not(other))
         other_rows = np.flatnonzero(other)
-        rows, subjects = self._scan(pc.ascii_lower(texts.take(ascii_rows)), ascii_rows)
-        more_rows, more_subjects = self._scan(fold(texts.take(other_rows)), other_rows)
-        return rows + more_rows, subjects + more_subjects
+        found = self._scan(pc.ascii_lower(texts.take(ascii_rows)), ascii_rows, texts)
+        found.extend(self._scan(fold(texts.take(other_rows)), other_rows, texts))
+        return found
 
-    def _scan(self, lowered: pa.Array, rows_of: np.ndarray | None) -> tuple[list[int], list[str]]:
-        """``find`` over folded text; a hit in row k is reported as ``rows_of[k]``."""
-        rows: list[int] = []
-        subjects: list[str] = []
+    def _scan(self, lowered: pa.Array, rows_of: np.ndarray | None, texts: pa.Array) -> Found:
+        """``search`` over folded text; a hit in row k is reported as ``rows_of[k]``."""
+        out = Found()
         if self._automaton is None or len(lowered) == 0:
-            return rows, subjects
+            return out
         if lowered.offset:
             lowered = pa.concat_arrays([lowered])
         offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int32)[: len(lowered) + 1]
         data = lowered.buffers()[2]
         if data is None:
-            return rows, subjects
+            return out
         hay = np.frombuffer(data, dtype=np.uint8)
         hits = self._automaton.find_matches_as_indexes(cast(Any, hay), overlapping=True)
         if not hits:
-            return rows, subjects
+            return out
         found = np.array(hits, dtype=np.int64).reshape(-1, 3)
         which = np.searchsorted(offsets, found[:, 1], side="right") - 1
         # A hit that runs past its record's end spans two records: not a mention.
         inside = found[:, 2] <= offsets[which + 1]
         found, which = found[inside], which[inside]
+        if self.forgotten is not None:
+            prefix = found[:, 0] >= len(self.names)
+            if prefix.any():
+                self._forgotten(hay, offsets, found[prefix], which[prefix], rows_of, texts, out)
+                found, which = found[~prefix], which[~prefix]
+                if found.size == 0:
+                    return out
         pattern, start, end = found[:, 0], found[:, 1], found[:, 2]
         # Whole words only. Where the bytes either side are ASCII (or the record ends),
         # they are checked here at once; the few others are decoded one by one.
@@ -187,9 +224,57 @@ class NameFinder:
         for row, name in pairs.tolist():
             at = row if rows_of is None else int(rows_of[row])
             for subject in self.owners[name]:
-                rows.append(at)
-                subjects.append(subject)
-        return rows, subjects
+                out.rows.append(at)
+                out.subjects.append(subject)
+                out.texts.append(None)
+        return out
+
+    def _forgotten(
+        self,
+        hay: np.ndarray,
+        offsets: np.ndarray,
+        found: np.ndarray,
+        which: np.ndarray,
+        rows_of: np.ndarray | None,
+        texts: pa.Array,
+        out: Found,
+    ) -> None:
+        """Where a forgotten name's first bytes start a word, check what follows: each
+        forgotten name found there as a whole word goes to ``out`` with its text."""
+        assert self.forgotten is not None
+        pattern, start = found[:, 0] - len(self.names), found[:, 1]
+        lo, hi = offsets[which].astype(np.int64), offsets[which + 1].astype(np.int64)
+        has_before = start > lo
+        before = hay[np.where(has_before, start - 1, 0)]
+        keep = np.logical_not(has_before & _ASCII_WORD[before])
+        for k in np.flatnonzero(keep & has_before & (before >= 0x80)).tolist():
+            keep[k] = not _word(_char_before(hay, int(lo[k]), int(start[k])))
+        sel = np.flatnonzero(keep)
+        hits, ends, subjects = self.forgotten.names_at(hay, start[sel], pattern[sel], hi[sel])
+        seen: set[tuple[int, str, str]] = set()
+        for h, end, subject in zip(hits, ends, subjects, strict=True):
+            k = int(sel[h])
+            s, row, row_lo, row_hi = int(start[k]), int(which[k]), int(lo[k]), int(hi[k])
+            if end < row_hi and _word(_char_at(hay, end, row_hi)):
+                continue
+            # Folding keeps one character for one: the same characters of the text.
+            at = row if rows_of is None else int(rows_of[row])
+            skip = len(hay[row_lo:s].tobytes().decode("utf-8", "replace"))
+            size = len(hay[s:end].tobytes().decode("utf-8", "replace"))
+            text = str(texts[at].as_py())[skip : skip + size]
+            if (at, subject, text) not in seen:
+                seen.add((at, subject, text))
+                out.rows.append(at)
+                out.subjects.append(subject)
+                out.texts.append(text)
+
+
+def _char_before(hay: np.ndarray, lo: int, at: int) -> str:
+    return bytes(hay[max(lo, at - 4) : at]).decode("utf-8", "ignore")[-1:]
+
+
+def _char_at(hay: np.ndarray, at: int, hi: int) -> str:
+    return bytes(hay[at : min(hi, at + 4)]).decode("utf-8", "ignore")[:1]
 
 
 def _spans(text: str, name: str) -> list[tuple[int, int]]:

@@ -35,6 +35,7 @@ from askfirst.ledger.events import (
 from askfirst.ledger.tables import (
     authority_state,
     events,
+    former_names,
     ledger_head,
     notices,
     subject_state,
@@ -216,6 +217,8 @@ class Ledger:
             owner.extend([i] * len(evs))
         with store.write(self.engine) as conn:
             taken = _existing(conn, subjects.c.handle, sorted(seen_handles))
+            # A handle someone gave up lately still resolves to them: not free yet.
+            taken |= _former_handles(conn, sorted(seen_handles), times.to_micros(times.now()))
             for i, s in enumerate(batch):
                 if s.handle in taken:
                     raise _at(i, InputError(f"handle {s.handle!r} is already taken"))
@@ -390,9 +393,9 @@ class Ledger:
                     f"('askfirst notice publish {purpose.name}')"
                 )
         _check_authority(new, subject)
-        four_eyes.check_effect(new, cases)
         if new.type == EventType.AUTHORITY:
             _check_delegation(new, subject, known)
+        four_eyes.check_effect(new, cases)
         if new.type == EventType.STATUS:
             subject.status = new.value or "active"
         return new
@@ -478,6 +481,18 @@ def _published(conn: Connection, batch: Sequence[NewEvent]) -> dict[str, set[int
 def _at(index: int, err: InputError) -> InputError:
     err.index = index
     return err
+
+
+def _former_handles(conn: Connection, handles: list[str], now: int) -> set[str]:
+    found: set[str] = set()
+    for k in range(0, len(handles), _IN_CHUNK):
+        q = select(former_names.c.value).where(
+            former_names.c.kind == "handle",
+            former_names.c.until > now,
+            former_names.c.value.in_(handles[k : k + _IN_CHUNK]),
+        )
+        found.update(v for (v,) in conn.execute(q))
+    return found
 
 
 def _existing(conn: Connection, column: Any, values: list[str]) -> set[str]:

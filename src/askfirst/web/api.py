@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from askfirst import notices, privacy, receipts, times
+from askfirst import directory, notices, privacy, receipts, times
 from askfirst.decisions import decide, decide_many
 from askfirst.errors import UnknownSubject
 from askfirst.ledger import Event, SubjectIn
@@ -25,10 +25,10 @@ from askfirst.web.auth import (
     PrincipalDep,
     check_session_write,
     forbidden,
+    require,
     require_readable,
-    require_staff,
 )
-from askfirst.web.errors import ERROR_RESPONSES
+from askfirst.web.errors import ERROR_RESPONSES, ErrorPublic
 from askfirst.web.limits import StrictJsonRoute
 
 router = APIRouter(
@@ -143,6 +143,23 @@ class SubjectPublic(BaseModel):
     purposes: list[PurposeState]
 
 
+class FormerPublic(BaseModel):
+    kind: Literal["handle", "name"]
+    value: str
+    until: str = Field(description="Until when it still resolves to the subject and is redacted")
+
+
+class DirectoryEntryPublic(BaseModel):
+    subject: str
+    handle: str | None
+    names: list[str]
+    email: str | None
+    former: list[FormerPublic] = Field(
+        description="Handles and names the subject gave up, protected for the period the "
+        "policy sets ([names] former_protected_days)"
+    )
+
+
 class RegisterResponse(BaseModel):
     registered: int
     head: HeadPublic
@@ -188,7 +205,7 @@ def register_subjects(
     ledger: LedgerDep,
     subjects: Annotated[list[SubjectIn], Body(min_length=1, max_length=MAX_BATCH)],
 ) -> RegisterResponse:
-    require_staff(principal)
+    require(principal, "operate")
     check_session_write(request, principal)
     ledger.register(subjects, actor=principal.actor, source="api")
     return RegisterResponse(registered=len(subjects), head=HeadPublic(**ledger.head().to_json()))
@@ -200,6 +217,32 @@ def register_subjects(
 def get_subject(subject_id: str, principal: PrincipalDep, ledger: LedgerDep) -> dict[str, Any]:
     require_readable(principal, subject_id)
     return privacy.overview(ledger, subject_id)
+
+
+@router.patch(
+    "/subjects/{subject_id}",
+    response_model=DirectoryEntryPublic,
+    summary="Change a subject's handle, names or e-mail (the member, or staff)",
+    responses={
+        409: {"model": ErrorPublic, "description": "The handle is someone else's"},
+        422: {"model": ErrorPublic, "description": "A field is not valid; the message names it"},
+    },
+)
+def update_subject(
+    subject_id: str,
+    body: directory.SubjectChange,
+    request: Request,
+    principal: PrincipalDep,
+    ledger: LedgerDep,
+) -> dict[str, Any]:
+    """A field left out stays as it is; ``null`` clears the handle or the e-mail. The
+    new handle and names apply at once; the ones given up stay protected for the period
+    the policy sets. Returns the subject's directory entry."""
+    own = principal.kind == "member" and principal.may_act_for(subject_id)
+    if not (own or principal.can("operate")):
+        raise forbidden(f"you may not change the directory entry of subject {subject_id!r}")
+    check_session_write(request, principal)
+    return directory.apply_change(ledger, subject_id, body).to_json()
 
 
 @router.get(
@@ -238,10 +281,10 @@ def make_choice(
     if (
         principal.kind == "token"
         and SCOPE_WRITE not in principal.scopes
-        and not (principal.is_staff)
+        and not principal.can("operate")
     ):
         raise forbidden("this token lacks the choices:write scope")
-    if not (principal.may_act_for(subject_id) or principal.is_staff):
+    if not (principal.may_act_for(subject_id) or principal.can("operate")):
         raise forbidden(f"you may not change the choices of subject {subject_id!r}")
     check_session_write(request, principal)
     made = privacy.choose(
@@ -299,7 +342,7 @@ def list_events(
     after: After = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventPublic]:
-    require_staff(principal)
+    require(principal, "read")
     return [_event(e) for e in ledger.events(after=after, limit=limit)]
 
 
@@ -348,7 +391,7 @@ def publish_notice(
     principal: PrincipalDep,
     ledger: LedgerDep,
 ) -> dict[str, Any]:
-    require_staff(principal)
+    require(principal, "notices")
     check_session_write(request, principal)
     made = notices.publish_file(
         ledger,

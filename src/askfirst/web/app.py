@@ -36,7 +36,7 @@ from askfirst.policy import load_policy
 from askfirst.propagation import open_ledger
 from askfirst.receipts import signing_key
 from askfirst.recipients import deliver_due
-from askfirst.web import api, one_click, pages, training_api
+from askfirst.web import api, case_pages, cases_api, one_click, pages, training_api
 from askfirst.web.errors import error_page, status_for, wants_html
 from askfirst.web.limits import (
     BATCH_BODY_BYTES,
@@ -53,7 +53,9 @@ HERE = Path(__file__).parent
 logger = logging.getLogger("askfirst.web")
 SESSION_KEY_FILE = "session.key"
 # The API routes anyone may call without signing in, limited per client address.
-ANONYMOUS_ROUTES = frozenset({("POST", "/v1/receipts/verify")})
+ANONYMOUS_ROUTES = frozenset(
+    {("POST", "/v1/receipts/verify"), ("POST", "/requests"), ("POST", "/v1/cases")}
+)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -133,6 +135,8 @@ def create_app(settings: WebSettings) -> FastAPI:
         routes={
             ("POST", "/v1/decisions/batch"): max(settings.max_body_bytes, BATCH_BODY_BYTES),
             ("POST", "/v1/receipts/verify"): min(settings.max_body_bytes, RECEIPT_BODY_BYTES),
+            ("POST", "/requests"): max(settings.max_body_bytes, case_pages.REQUEST_BODY_BYTES),
+            ("POST", "/v1/cases"): max(settings.max_body_bytes, cases_api.CASE_BODY_BYTES),
         },
     )
     app.add_middleware(
@@ -197,12 +201,16 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(training_api.router)
     app.include_router(one_click.router)
+    app.include_router(cases_api.router)
     app.state.routes = [
         *api.router.routes,
         *training_api.router.routes,
         *one_click.router.routes,
+        *cases_api.router.routes,
+        *case_pages.router.routes,
         *pages.router.routes,
     ]
+    app.include_router(case_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

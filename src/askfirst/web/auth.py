@@ -18,31 +18,49 @@ from fastapi import Depends, HTTPException, Request
 from askfirst import accounts, notices, privacy
 from askfirst.config import WebSettings
 from askfirst.ledger import Ledger
+from askfirst.ledger.events import representative_actor
 
 SCOPE_READ, SCOPE_WRITE, SCOPE_ADMIN = "decisions:read", "choices:write", "admin"
 
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # member / staff / token
+    kind: str  # member / staff / token / representative
     name: str
     subject: str | None = None
     scopes: frozenset[str] = frozenset()
     acts_for: frozenset[str] = field(default_factory=frozenset)
     via_session: bool = False
+    role: str | None = None  # a staff member's (by session or their own token)
+    case: int | None = None  # a representative's: the case that gave them authority
 
     @property
     def actor(self) -> str:
         """How the ledger names this principal when it records an event."""
         if self.kind == "staff":
             return f"staff:{self.name}"
+        if self.kind == "representative" and self.case is not None:
+            return representative_actor(self.case)
         if self.subject:
             return self.subject
         return f"staff:token:{self.name}" if self.is_staff else f"service:{self.name}"
 
     @property
+    def permissions(self) -> frozenset[str]:
+        """What this principal may do as staff (``askfirst.accounts.PERMISSIONS``)."""
+        if self.kind == "staff" and self.role is not None:
+            return accounts.PERMISSIONS.get(self.role, frozenset())
+        if self.kind == "token" and SCOPE_ADMIN in self.scopes:
+            return accounts.PERMISSIONS["service"]
+        return frozenset()
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    @property
     def is_staff(self) -> bool:
-        return self.kind == "staff" or SCOPE_ADMIN in self.scopes
+        """Staff of any role, or a service's admin token: may read what staff read."""
+        return self.can("read")
 
     def may_act_for(self, subject: str) -> bool:
         return subject in self.acts_for
@@ -124,6 +142,10 @@ def current(request: Request, ledger: LedgerDep) -> Principal | None:
                 "the bearer token is unknown or revoked",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        if token.staff is not None:  # a staff member's own token: them, in their role
+            return Principal(
+                "staff", token.staff.username, None, token.scopes, role=token.staff.role
+            )
         bound = frozenset({token.subject_id}) if token.subject_id else frozenset()
         return Principal("token", token.name, token.subject_id, token.scopes, bound)
     account = session_account(request, ledger)
@@ -131,7 +153,23 @@ def current(request: Request, ledger: LedgerDep) -> Principal | None:
         return None
     if account.kind == "staff":
         return Principal(
-            "staff", account.username, scopes=frozenset({SCOPE_ADMIN}), via_session=True
+            "staff",
+            account.username,
+            scopes=frozenset({SCOPE_ADMIN}),
+            via_session=True,
+            role=account.role,
+        )
+    if account.kind == "representative":
+        assert account.subject_id is not None
+        # They act for the member on /representing alone (say no, download the member's
+        # data, close the account), never through the member's own pages or the API:
+        # so they act for nobody by ``acts_for``.
+        return Principal(
+            "representative",
+            account.username,
+            subject=account.subject_id,
+            via_session=True,
+            case=int(account.username.removeprefix("rep-")),
         )
     member = _member(ledger, account)
     if request.headers.get("sec-gpc") == "1" and member.subject:
@@ -164,10 +202,25 @@ def require_readable(principal: Principal, subject: str) -> None:
         raise forbidden(f"you may not read the data of subject {subject!r}")
 
 
+_WHO_MAY = {
+    permission: sorted(r for r, p in accounts.PERMISSIONS.items() if permission in p)
+    for permission in ("read", "cases", "notices", "operate", "staff")
+}
+
+
+def require(principal: Principal, permission: str) -> None:
+    """403 unless ``principal`` holds ``permission`` (``askfirst.accounts.PERMISSIONS``)."""
+    if not principal.can(permission):
+        roles = ", ".join(
+            r if r != "service" else "a service's admin token" for r in _WHO_MAY[permission]
+        )
+        raise forbidden(f"this needs the {permission!r} permission, which {roles} hold")
+
+
 def require_staff(principal: Principal) -> None:
-    """403 unless ``principal`` is staff or holds a token with the admin scope."""
-    if not principal.is_staff:
-        raise forbidden("this needs the admin scope or a staff account")
+    """403 unless ``principal`` may read what staff read (any staff role, or a service's
+    token with the admin scope)."""
+    require(principal, "read")
 
 
 def csrf_token(request: Request) -> str:

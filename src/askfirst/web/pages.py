@@ -34,6 +34,7 @@ from askfirst.web.auth import (
     csrf_token,
     end_session,
     note_signin_failure,
+    require,
     signin_wait,
     start_session,
 )
@@ -61,10 +62,11 @@ DO_NOT_TRAIN = {
 }
 
 
-def _page(
-    name: str, template: str
+def render_page(
+    name: str, template: str, *, public_form: bool = False
 ) -> Callable[[Request, dict[str, Any], Principal | None], Response]:
-    """Render ``data`` as the page, or as JSON when the path ends in .json."""
+    """Render ``data`` as the page, or as JSON when the path ends in .json. A page with a
+    form anyone may send (``public_form``) carries a CSRF token for visitors too."""
 
     def render(request: Request, data: dict[str, Any], principal: Principal | None) -> Response:
         if request.url.path.endswith(".json"):
@@ -72,7 +74,7 @@ def _page(
         context = {
             "data": data,
             "principal": principal,
-            "csrf": csrf_token(request) if principal else "",
+            "csrf": csrf_token(request) if principal or public_form else "",
             "json_url": _twin_url(request),
             "page": name,
             "banners": _banners(request, principal),
@@ -126,7 +128,7 @@ def _templates(request: Request) -> Jinja2Templates:
     return templates
 
 
-def _require(principal: Principal | None, request: Request) -> Principal:
+def require_signed_in(principal: Principal | None, request: Request) -> Principal:
     if principal is None:
         if request.url.path.endswith(".json"):
             raise HTTPException(401, "sign in first")
@@ -151,7 +153,7 @@ def home(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Resp
             "api": "/openapi.json",
         },
     }
-    return _page("home", "home.html")(request, data, principal)
+    return render_page("home", "home.html")(request, data, principal)
 
 
 @router.get("/signin", name="signin")
@@ -239,7 +241,9 @@ def signout(
 @router.get("/settings", name="settings")
 @router.get("/settings.json")
 def settings_hub(request: Request, principal: MaybePrincipal) -> Response:
-    who = _require(principal, request)
+    who = require_signed_in(principal, request)
+    if who.kind == "representative":
+        raise HTTPException(403, "a representative acts for the member on /representing")
     data = {
         "sections": [
             {
@@ -256,7 +260,7 @@ def settings_hub(request: Request, principal: MaybePrincipal) -> Response:
         ],
         "signed_in_as": who.name,
     }
-    return _page("settings", "settings.html")(request, data, who)
+    return render_page("settings", "settings.html")(request, data, who)
 
 
 def _name(ledger: LedgerDep, subject: str) -> str:
@@ -279,7 +283,7 @@ def _subject(principal: Principal, subject: str | None) -> str:
 def data_privacy(
     request: Request, principal: MaybePrincipal, ledger: LedgerDep, subject: str | None = None
 ) -> Response:
-    who = _require(principal, request)
+    who = require_signed_in(principal, request)
     target = _subject(who, subject)
     data = privacy.overview(ledger, target)
     data["name"] = _name(ledger, target)
@@ -292,7 +296,7 @@ def data_privacy(
     ]
     data["acting_for_other"] = target != who.subject
     data["flash"] = request.session.pop("flash", None)
-    return _page("data-privacy", "data_privacy.html")(request, data, who)
+    return render_page("data-privacy", "data_privacy.html")(request, data, who)
 
 
 @router.get("/settings/your-data-in-ai", name="your_data_in_ai")
@@ -300,12 +304,12 @@ def data_privacy(
 def your_data_in_ai(
     request: Request, principal: MaybePrincipal, ledger: LedgerDep, subject: str | None = None
 ) -> Response:
-    who = _require(principal, request)
+    who = require_signed_in(principal, request)
     target = _subject(who, subject)
     data = data_in_ai(ledger, target)
     data["name"] = _name(ledger, target)
     data["acting_for_other"] = target != who.subject
-    return _page("your-data-in-ai", "your_data_in_ai.html")(request, data, who)
+    return render_page("your-data-in-ai", "your_data_in_ai.html")(request, data, who)
 
 
 def _back(subject: str, principal: Principal) -> str:
@@ -323,7 +327,7 @@ def data_privacy_choice(
     csrf_token: Annotated[str, Form()] = "",
     subject: Annotated[str | None, Form(max_length=255)] = None,
 ) -> Response:
-    who = _require(principal, request)
+    who = require_signed_in(principal, request)
     check_csrf(request, csrf_token)
     target = _subject(who, subject)
     made = privacy.choose(ledger, target, purpose, action, actor=who.actor, source="web")
@@ -342,7 +346,7 @@ def data_privacy_all_off(
     csrf_token: Annotated[str, Form()] = "",
     subject: Annotated[str | None, Form(max_length=255)] = None,
 ) -> Response:
-    who = _require(principal, request)
+    who = require_signed_in(principal, request)
     check_csrf(request, csrf_token)
     target = _subject(who, subject)
     made = [
@@ -379,7 +383,7 @@ def download_receipt(
     seq: ReceiptSeq, request: Request, principal: MaybePrincipal, ledger: LedgerDep
 ) -> Response:
     """The signed receipt as a file to keep (the readable page's JSON twin)."""
-    body = _receipt(request, _require(principal, request), ledger, seq)
+    body = _receipt(request, require_signed_in(principal, request), ledger, seq)
     return Response(
         json.dumps(body, indent=2, ensure_ascii=False),
         media_type="application/json",
@@ -392,11 +396,11 @@ def receipt_page(
     seq: ReceiptSeq, request: Request, principal: MaybePrincipal, ledger: LedgerDep
 ) -> Response:
     """A receipt in words: what was chosen, for which purpose, when, by whom."""
-    who = _require(principal, request)
+    who = require_signed_in(principal, request)
     body = _receipt(request, who, ledger, seq)
     data = privacy.receipt_in_words(ledger, body)
     data["keys_url"] = str(request.base_url).rstrip("/") + receipts.WELL_KNOWN
-    return _page("receipt", "receipt.html")(request, data, who)
+    return render_page("receipt", "receipt.html")(request, data, who)
 
 
 @router.get(receipts.WELL_KNOWN)
@@ -471,7 +475,7 @@ def public_profile(
         "ai_training": ai_training,
         "posts": _posts(ledger, subject),
     }
-    response = _page("profile", "profile.html")(request, data, principal)
+    response = render_page("profile", "profile.html")(request, data, principal)
     response.headers.update(headers)
     return response
 
@@ -496,7 +500,7 @@ def public_post(
         "author_names": author.names,
         "ai_training": ai_training,
     }
-    response = _page("post", "post.html")(request, data, principal)
+    response = render_page("post", "post.html")(request, data, principal)
     response.headers.update(headers)
     return response
 
@@ -530,7 +534,7 @@ def notices_page(request: Request, principal: MaybePrincipal, ledger: LedgerDep)
         "feed": "/notices.atom",
         "head": ledger.head().to_json(),
     }
-    return _page("notices", "notices.html")(request, data, principal)
+    return render_page("notices", "notices.html")(request, data, principal)
 
 
 @router.get("/notices.atom")
@@ -557,32 +561,37 @@ def notices_feed(request: Request, ledger: LedgerDep) -> Response:
 @router.get("/admin", name="admin")
 @router.get("/admin.json")
 def admin_home(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
-    who = _require(principal, request)
-    if not who.is_staff:
-        raise HTTPException(403, "the admin area is for staff")
+    who = staff_only(principal, request)
     data = {
         "head": ledger.head().to_json(),
         "choices": choice_counts(ledger),
         "decisions": decision_counts(ledger),
         "open_tasks": len(list_tasks(ledger, status="open")),
     }
-    return _page("admin", "admin.html")(request, data, who)
+    return render_page("admin", "admin.html")(request, data, who)
 
 
 @router.get("/admin/tasks", name="admin_tasks")
 @router.get("/admin/tasks.json")
 def admin_tasks(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
-    who = _require(principal, request)
-    if not who.is_staff:
-        raise HTTPException(403, "the admin area is for staff")
-    data = {"open": list_tasks(ledger, status="open")}
-    return _page("admin-tasks", "admin_tasks.html")(request, data, who)
+    who = staff_only(principal, request)
+    data = {
+        "open": list_tasks(ledger, status="open"),
+        "may_close": who.can("operate"),
+        "flash": request.session.pop("flash", None),
+    }
+    return render_page("admin-tasks", "admin_tasks.html")(request, data, who)
 
 
-def _staff(principal: Principal | None, request: Request) -> Principal:
-    who = _require(principal, request)
+def staff_only(
+    principal: Principal | None, request: Request, permission: str = "read"
+) -> Principal:
+    """The signed-in staff member, if they hold ``permission``; else 403 (a visitor who is
+    not signed in is sent to sign in)."""
+    who = require_signed_in(principal, request)
     if not who.is_staff:
         raise HTTPException(403, "the admin area is for staff")
+    require(who, permission)
     return who
 
 
@@ -591,7 +600,7 @@ def _staff(principal: Principal | None, request: Request) -> Principal:
 def admin_notices(request: Request, principal: MaybePrincipal, ledger: LedgerDep) -> Response:
     """Each purpose: the version its policy file says now and the version last published;
     a version the file is ahead with can be published here."""
-    who = _staff(principal, request)
+    who = staff_only(principal, request)
     file = load_policy(request.app.state.settings.policy_path)
     published = notices.published(ledger.engine)
     rows = []
@@ -611,7 +620,7 @@ def admin_notices(request: Request, principal: MaybePrincipal, ledger: LedgerDep
             }
         )
     data = {"purposes": rows, "policy_file": file.source, "changelog": "/notices"}
-    return _page("admin-notices", "admin_notices.html")(request, data, who)
+    return render_page("admin-notices", "admin_notices.html")(request, data, who)
 
 
 @router.post("/admin/notices/{purpose}/publish")
@@ -624,7 +633,7 @@ def admin_publish_notice(
     csrf_token: Annotated[str, Form()] = "",
     earliest_default: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
-    who = _staff(principal, request)
+    who = staff_only(principal, request, "notices")
     check_csrf(request, csrf_token)
     try:
         earliest = date.fromisoformat(earliest_default) if earliest_default else None
@@ -691,8 +700,8 @@ def admin_notice_status(
 ) -> Response:
     """Who a purpose's current notice could reach, who was told and how, and what they
     chose, per jurisdiction; and a chart of yes and no over time per regime."""
-    who = _staff(principal, request)
+    who = staff_only(principal, request)
     data = notice_status(ledger, purpose)
     if not request.url.path.endswith(".json"):
         data["chart"] = _chart(data["choices_over_time"])
-    return _page("admin-notices", "admin_notice_status.html")(request, data, who)
+    return render_page("admin-notices", "admin_notice_status.html")(request, data, who)

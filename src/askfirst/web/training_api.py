@@ -17,8 +17,8 @@ from askfirst.web.auth import (
     LedgerDep,
     PrincipalDep,
     check_session_write,
+    require,
     require_readable,
-    require_staff,
 )
 from askfirst.web.errors import ERROR_RESPONSES
 from askfirst.web.limits import StrictJsonRoute
@@ -164,7 +164,7 @@ class DataInAIPublic(BaseModel):
 def create_model(
     body: ModelCreate, request: Request, principal: PrincipalDep, ledger: LedgerDep
 ) -> dict[str, Any]:
-    require_staff(principal)
+    require(principal, "operate")
     check_session_write(request, principal)
     return register_model(
         ledger,
@@ -179,7 +179,7 @@ def create_model(
 
 @router.get("/models", response_model=list[ModelPublic], summary="Model versions (admin)")
 def get_models(principal: PrincipalDep, ledger: LedgerDep) -> list[dict[str, Any]]:
-    require_staff(principal)
+    require(principal, "read")
     return list_models(ledger)
 
 
@@ -195,7 +195,7 @@ def get_tasks(
     subject: Annotated[str | None, Query(max_length=255)] = None,
     model: Annotated[str | None, Query(max_length=255)] = None,
 ) -> list[dict[str, Any]]:
-    require_staff(principal)
+    require(principal, "read")
     return list_tasks(
         ledger, status=None if status == "all" else status, subject=subject, model=model
     )
@@ -211,7 +211,7 @@ def close_one_task(
     principal: PrincipalDep,
     ledger: LedgerDep,
 ) -> dict[str, Any]:
-    require_staff(principal)
+    require(principal, "operate")
     check_session_write(request, principal)
     return close_task(ledger, task_id, body.note, actor=principal.actor)
 
