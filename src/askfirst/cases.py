@@ -79,6 +79,8 @@ MAX_NAMES = 20
 MAX_TEXT = 4000  # a statement's or a reason's characters
 MAX_LINK = 2000
 SIGNIN_LINK_DAYS = 7
+# The subject's status an approved death or erasure records.
+EFFECT_STATUS = {"death": "deceased", "erasure": "erased"}
 _STAFF_NAME = re.compile(r"[^\s:]{1,200}")
 
 
@@ -595,46 +597,21 @@ def approve(
         done = Approved(case)
         src = f"case:{case_id}"
         subject = _event_subject(case)
-        if case.kind == "death":
-            effects = [_status(case.subject, "deceased", actor, src)]
-            _record(
-                ledger,
-                conn,
-                case_id,
-                case.kind,
-                subject,
-                "approve",
-                actor,
-                text,
-                [],
-                source,
-                effects,
-            )
-        elif case.kind == "representative":
+        if case.kind == "representative":
             done.signin_secret = _approve_representative(ledger, conn, case, actor, text, source)
         elif case.kind == "objection":
             _approve_objection(ledger, conn, case, actor, text, source)
-        else:
-            if store_ is None or names_key is None:
+        else:  # a death or an erasure: the status the approval orders, in the same append
+            if case.kind == "erasure" and (store_ is None or names_key is None):
                 raise InputError("an erasure needs the evidence store and the names key")
-            effects = [_status(case.subject, "erased", actor, src)]
-            _record(
-                ledger,
-                conn,
-                case_id,
-                case.kind,
-                subject,
-                "approve",
-                actor,
-                text,
-                [],
-                source,
-                effects,
-            )
-            assert case.subject is not None
-            from askfirst import erasure  # what an erasure deletes
+            status = _status(case.subject, EFFECT_STATUS[case.kind], actor, src)
+            _record(ledger, conn, case_id, case.kind, subject, "approve", actor, text, [],
+                    source, [status])  # fmt: skip
+            if case.kind == "erasure":
+                from askfirst import erasure  # what an erasure deletes
 
-            done.deleted_files = erasure.erase(conn, case.subject, names_key)
+                assert case.subject is not None and names_key is not None
+                done.deleted_files = erasure.erase(conn, case.subject, names_key)
         conn.execute(
             update(cases)
             .where(cases.c.id == case_id)
