@@ -424,6 +424,7 @@ def test_an_erasure_deletes_everything_personal_and_the_chain_still_verifies(
                 assert secret.encode() not in path.read_bytes()
         erased = reports.subject_report(led, "m7")["subject"]
         assert erased["erased_at"] is not None and erased["handle"] is None
+        assert (erased["names"], erased["email"], erased["former"]) == ([], None, [])
         assert accounts.authenticate(led, "fayette.figueroa", PASSWORD) is None
         # The handle is free for someone else; nothing more is recorded for the erased.
         led.register([SubjectIn(id="m9", handle="fayette.figueroa", jurisdiction="US")])

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select
 
-from askfirst import lineage, notices, privacy, times
+from askfirst import directory, lineage, notices, privacy, times
 from askfirst.data_in_ai import data_in_ai
 from askfirst.decisions import decide_many
 from askfirst.errors import InputError
@@ -265,6 +265,7 @@ def training_content_markdown(report: dict[str, Any]) -> str:
 def subject_report(ledger: Ledger, subject: str) -> dict[str, Any]:
     """Everything askfirst holds about ``subject`` (a GDPR access request), JSON-ready."""
     who = privacy.profile(ledger, subject)
+    entry = directory.entry(ledger, subject)
     events = ledger.subject_events(subject)
     with ledger.engine.connect() as conn:
         account_rows = conn.execute(
@@ -295,6 +296,10 @@ def subject_report(ledger: Ledger, subject: str) -> dict[str, Any]:
             "names": who.names,
             "jurisdiction": who.jurisdiction,
             "status": who.status,
+            # the e-mail notices go to, and the handles and names they gave up lately
+            # (still protected in others' content until the date given)
+            "email": entry.email,
+            "former": [f.to_json() for f in entry.former],
             # when their handle, names, e-mail and accounts were deleted (an erasure)
             "erased_at": next(
                 (
