@@ -437,3 +437,24 @@ def test_an_erasure_deletes_everything_personal_and_the_chain_still_verifies(
         raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # and -wal
         for secret in SECRETS[1:]:
             assert secret.encode() not in raw, secret
+
+
+def test_a_request_nobody_confirmed_expires_with_what_was_personal_in_it(
+    led: Ledger, store: evidence.FolderStore
+) -> None:
+    case = cases.open_case(led, "death", actor="requester", subject="m2",
+                           reporter_email="who@example.com", link="https://x.example/o",
+                           statement="he was my uncle", files=[evidence.check(png())],
+                           store_=store, verify_reporter=True)  # fmt: skip
+    assert any(p.is_file() for p in store.root.rglob("*"))
+    day = 86_400 * 1_000_000
+    assert cases.expire_unconfirmed(led, store, now=case.opened_at + 2 * day) == 0
+    assert cases.expire_unconfirmed(led, store, now=case.opened_at + 4 * day) == 1
+    gone = cases.get(led, case.id)
+    assert gone.status == "expired" and gone.evidence == ()
+    assert (gone.requester_email, gone.link, gone.statement) == (None, None, None)
+    assert not any(p.is_file() for p in store.root.rglob("*"))
+    assert cases.verify_reporter(led, case.id).status == "expired"  # a late link: nothing
+    with pytest.raises(InputError, match="already expired"):
+        cases.propose(led, case.id, "ana", "late")
+    assert led.verify().ok

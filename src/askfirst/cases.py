@@ -72,7 +72,10 @@ from askfirst.ledger.tables import (
 )
 
 KINDS = CASE_KINDS
-STATUSES = ("unverified", "open", "proposed", "approved", "rejected")
+STATUSES = ("unverified", "open", "proposed", "approved", "rejected", "expired")
+# A public request whose requester never confirmed it expires once its link has: what is
+# personal about it is deleted (its events stay; they hold nothing personal).
+UNCONFIRMED_DAYS = 3
 # A reviewer is a staff account with this role (askfirst.accounts.STAFF_ROLES).
 REVIEWER_ROLE = "reviewer"
 MAX_NAMES = 20
@@ -353,6 +356,7 @@ def open_case(
         check_text("subject", subject)
         if not ledger.subject_exists(subject):
             raise UnknownSubject(subject)
+    expire_unconfirmed(ledger, store_)
     placed: list[str] = []
     try:
         for f in files:
@@ -628,7 +632,7 @@ def _awaiting(ledger: Ledger, conn: Connection, case_id: int) -> Case:
     case = get(ledger, case_id, conn)
     if case.status == "unverified":
         raise InputError(f"case {case_id} waits for its reporter to confirm their e-mail")
-    if case.status in ("approved", "rejected"):
+    if case.status in ("approved", "rejected", "expired"):
         raise InputError(f"case {case_id} is already {case.status}")
     return case
 
@@ -798,3 +802,44 @@ def renew_signin_link(ledger: Ledger, case: Case) -> str:
         if account_id is None:
             raise InputError(f"the representative of case {case.id} has no account any more")
         return new_signin_link(conn, int(account_id))
+
+
+def expire_unconfirmed(ledger: Ledger, store_: Store | None, *, now: int | None = None) -> int:
+    """Delete what is personal about public requests nobody confirmed within
+    :data:`UNCONFIRMED_DAYS` (their e-mails, names, link, statement and, given the store,
+    documents); they are ``expired``. Runs whenever a case is opened. Returns how many."""
+    now = times.to_micros(times.now()) if now is None else now
+    cutoff = now - UNCONFIRMED_DAYS * times.DAY_US
+    with store.write(ledger.engine) as conn:
+        ids = list(
+            conn.execute(
+                select(cases.c.id).where(cases.c.status == "unverified", cases.c.opened_at < cutoff)
+            ).scalars()
+        )
+        if not ids:
+            return 0
+        locations: list[str] = []
+        if store_ is not None:  # without the store, the documents wait for a later run
+            locations = list(
+                conn.execute(
+                    select(evidence.c.location).where(evidence.c.case_id.in_(ids))
+                ).scalars()
+            )
+            conn.execute(delete(evidence).where(evidence.c.case_id.in_(ids)))
+        conn.execute(
+            update(cases)
+            .where(cases.c.id.in_(ids))
+            .values(
+                status="expired",
+                requester_email=None,
+                email=None,
+                names="[]",
+                link=None,
+                statement=None,
+                decided_at=now,
+            )
+        )
+    if store_ is not None:
+        for location in dict.fromkeys(locations):
+            _forget_file(ledger, store_, location)
+    return len(ids)

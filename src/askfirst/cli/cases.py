@@ -124,7 +124,7 @@ def open_(
             link=link,
             statement=statement,
             files=files,
-            store_=evidence_store(key_dir) if files else None,
+            store_=evidence_store(key_dir),
         )
     _show(case.to_json(), as_json)
 

@@ -134,7 +134,7 @@ async def requests_submit(
         link=link or None,
         statement=statement or None,
         files=checked,
-        store_=evidence_store(request) if checked else None,
+        store_=evidence_store(request),
         verify_reporter=not own_erasure,
         source="web",
     )

@@ -120,7 +120,7 @@ async def open_case(
         link=body.link,
         statement=body.statement,
         files=files,
-        store_=evidence_store(request) if files else None,
+        store_=evidence_store(request),
         verify_reporter=not trusted,
         source="api",
     )
