@@ -427,6 +427,7 @@ former_names = Table(
     Column("until", BigInteger, nullable=False),
 )
 Index("ix_former_names_subject", former_names.c.subject_id)
+Index("ix_former_names_value", former_names.c.value)  # is a handle still someone's?
 
 # An erased subject's names, as keyed hashes of their normalised form: mentions of them in
 # others' content are still redacted, and the names themselves are kept nowhere.

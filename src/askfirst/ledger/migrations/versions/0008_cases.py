@@ -85,6 +85,7 @@ def upgrade() -> None:
         sa.Column("until", sa.BigInteger(), nullable=False),
     )
     op.create_index("ix_former_names_subject", "former_names", ["subject_id"])
+    op.create_index("ix_former_names_value", "former_names", ["value"])
     op.create_table(
         "forgotten_names",
         sa.Column("digest", sa.String(64), primary_key=True),
@@ -95,6 +96,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("forgotten_names")
+    op.drop_index("ix_former_names_value", table_name="former_names")
     op.drop_index("ix_former_names_subject", table_name="former_names")
     op.drop_table("former_names")
     op.drop_table("evidence")
