@@ -45,6 +45,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, delete, insert, select, update
 
 from askfirst import times
+from askfirst.erasure import CASE_PERSONAL
 from askfirst.errors import InputError, NotAuthorized, UnknownSubject
 from askfirst.evidence import Checked, Store
 from askfirst.ledger import Ledger, store
@@ -829,15 +830,7 @@ def expire_unconfirmed(ledger: Ledger, store_: Store | None, *, now: int | None 
         conn.execute(
             update(cases)
             .where(cases.c.id.in_(ids))
-            .values(
-                status="expired",
-                requester_email=None,
-                email=None,
-                names="[]",
-                link=None,
-                statement=None,
-                decided_at=now,
-            )
+            .values(**CASE_PERSONAL, status="expired", decided_at=now)
         )
     if store_ is not None:
         for location in dict.fromkeys(locations):

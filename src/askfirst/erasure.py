@@ -36,6 +36,9 @@ from askfirst.ledger.tables import (
 )
 
 _ERASED_DETAILS = json.dumps({"erased": True}, separators=(",", ":"))
+# What is personal in a case's row: cleared by an erasure, and when a request expires.
+CASE_PERSONAL = {"requester_email": None, "email": None, "names": "[]", "link": None,
+                 "statement": None}  # fmt: skip
 
 
 def erase(conn: Connection, subject: str, names_key: bytes) -> list[str]:
@@ -71,16 +74,7 @@ def erase(conn: Connection, subject: str, names_key: bytes) -> list[str]:
         )
         conn.execute(delete(evidence).where(evidence.c.case_id.in_(case_ids)))
         conn.execute(
-            update(cases)
-            .where(cases.c.id.in_(case_ids))
-            .values(
-                requester_email=None,
-                email=None,
-                names="[]",
-                link=None,
-                statement=None,
-                erased_at=now,
-            )
+            update(cases).where(cases.c.id.in_(case_ids)).values(**CASE_PERSONAL, erased_at=now)
         )
         conn.execute(
             update(case_steps)
