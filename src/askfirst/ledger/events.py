@@ -1,9 +1,5 @@
-"""Ledger events: their types, the input forms callers give, and the canonical encoding
-that the hash chain is computed over.
-
-An event's hash is SHA-256 over a fixed-order JSON array of every stored field and the
-previous event's hash, so that changing any field, or the order, changes every hash
-after it. Times are hashed as integer microseconds: one spelling per instant.
+"""Ledger events: their types, the input forms callers give, and chaining an event (its
+hash: the canonical encoding is in ``chain``, which verify's worker processes run alone).
 """
 
 from __future__ import annotations
@@ -11,7 +7,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +28,9 @@ from pydantic import (
 
 from askfirst import jurisdictions, times
 from askfirst.errors import InputError
-
-GENESIS = "0" * 64
-ENCODING_VERSION = 1
+from askfirst.ledger.chain import ENCODING_VERSION as ENCODING_VERSION
+from askfirst.ledger.chain import GENESIS as GENESIS
+from askfirst.ledger.chain import event_hash as event_hash
 
 
 @dataclass(frozen=True)
@@ -242,41 +237,6 @@ class Event:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
-
-
-def event_hash(
-    seq: int,
-    type: str,
-    subject: str,
-    purpose: str | None,
-    value: str | None,
-    notice_version: int | None,
-    actor: str,
-    source: str,
-    recorded_at: int,
-    prev_hash: str,
-) -> str:
-    """SHA-256 (hex) of the canonical encoding of one event and the hash before it."""
-    blob = _CANONICAL.encode(
-        [
-            ENCODING_VERSION,
-            seq,
-            type,
-            subject,
-            purpose,
-            value,
-            notice_version,
-            actor,
-            source,
-            recorded_at,
-            prev_hash,
-        ]
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# Compact JSON, non-ASCII kept as UTF-8: one encoder, made once (hashing is hot).
-_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def is_platform_actor(actor: str) -> bool:
