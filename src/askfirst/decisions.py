@@ -3,7 +3,8 @@
 The rules themselves are in :mod:`askfirst.rules`; this module reads what they need
 from the ledger and applies them. :func:`decide` folds one subject's events (the hot
 path of a single request); :func:`decide_many` reads many subjects' state as Arrow
-columns and applies the rules as one DuckDB query (the gate and the batch API);
+columns (at a past time, from the events this process keeps as columns, ``history``)
+and applies the rules as one DuckDB query (the gate and the batch API);
 :func:`decisions_at` does the same counting only the events up to a pinned head, and
 :func:`decisions_for_use` adds reaching back (yes at the as-of time and at the head).
 """
@@ -17,8 +18,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from askfirst import times
+from askfirst.ledger import history, store
 from askfirst.ledger import state as st
-from askfirst.ledger import store
 from askfirst.ledger.events import Head, check_text
 from askfirst.ledger.ledger import Ledger
 from askfirst.policy import Purpose
@@ -144,6 +145,7 @@ def read_state(
     subjects: Sequence[str] | None = None,
     *,
     until: Head | None = None,
+    in_database: bool = False,
 ) -> pa.Table:
     """Every (or the listed) subject's state for ``purpose`` as of ``at`` (None: now),
     counting only the events up to ``until`` when given, as Arrow (``state.arrow_schema``).
@@ -151,7 +153,9 @@ def read_state(
     The current-state tables answer when they hold just what is wanted: they are read in
     one transaction with the ledger head they stand for, and serve when that head is
     ``until`` (or no head was pinned) and was recorded no later than ``at``. Otherwise
-    the events up to the head answer, folded as of ``at``.
+    the events up to the head answer, folded as of ``at``: for a list of subjects by the
+    database; for everyone from the events this process keeps as columns (``history``),
+    or by the database too with ``in_database`` (what the columns are tested against).
     """
     head = until or ledger.head()
     if at is None or at >= head.recorded_at:
@@ -160,7 +164,7 @@ def read_state(
             return state
     # Events were recorded after ``at``, or after the pinned head.
     t = at if at is not None else head.recorded_at
-    return _read_events(ledger, purpose, t, head.seq, subjects)
+    return _read_events(ledger, purpose, t, head, subjects, in_database)
 
 
 def _part(schema: pa.Schema, *names: str) -> pa.Schema:
@@ -227,18 +231,25 @@ def _read_current(
 
 
 def _read_events(
-    ledger: Ledger, purpose: Purpose, at: int, until_seq: int, subjects: Sequence[str] | None
+    ledger: Ledger,
+    purpose: Purpose,
+    at: int,
+    until: Head,
+    subjects: Sequence[str] | None,
+    in_database: bool,
 ) -> pa.Table:
-    """The state folded from the events up to ``until_seq``, as of ``at``."""
+    """The state folded from the events up to ``until``, as of ``at``."""
     schema = st.arrow_schema()
     if subjects is not None and len(subjects) <= _LIST_LIMIT:
         return _read_listed(
             ledger,
-            lambda where: st.historic_sql(purpose.name, purpose.version, at, where, until_seq),
+            lambda where: st.historic_sql(purpose.name, purpose.version, at, where, until.seq),
             subjects,
             schema,
         )
-    sql = st.historic_sql(purpose.name, purpose.version, at, "", until_seq)
+    if not in_database:
+        return history.state_at(ledger.engine, until, purpose.name, purpose.version, at)
+    sql = st.historic_sql(purpose.name, purpose.version, at, "", until.seq)
     (state,) = _read_many(ledger, [(sql, schema)])
     return state
 

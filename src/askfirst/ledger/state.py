@@ -1,23 +1,26 @@
 """What the decision rules read about a subject, and how it is folded from the events.
 
-One table, :data:`SUBJECT_FIELDS`, says which event sets which field of a subject's
-state; the purpose's two fields (the latest choice, the first delivery of the current
-notice) follow it. From it come every reading of the fold:
+Two tables say which event sets which field of a subject's state: :data:`SUBJECT_FIELDS`
+(the subject's own fields) and :data:`PURPOSE_FIELDS` (the purpose's two: the latest
+choice, the first delivery of the current notice). From them come every reading of the
+fold:
 
 - :meth:`State.fold` — one subject's events, in Python (a single decision, propagation);
 - :func:`historic_sql` — every subject's state as of a past time, as one SQL query over
-  ``events`` (SQLite and PostgreSQL alike);
+  ``events`` (SQLite and PostgreSQL alike; for a list of subjects);
+- ``history`` — the same for every subject, from the events kept as columns in the
+  process (a decision for everyone at a past time);
 - :func:`current_queries` — the same state read from the current-state tables, which
-  ``projections`` keeps in step with the same table.
+  ``projections`` keeps in step with the same tables.
 
-A test holds the three to each other for any event history.
+Tests hold them to each other for any event history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from askfirst.ledger.events import Event, EventType
 
@@ -43,6 +46,45 @@ SUBJECT_FIELDS: tuple[SubjectField, ...] = (
     SubjectField(EventType.GPC, None, "gpc_seq"),
 )
 STATUS_BEFORE_ANY = "active"  # a subject's status until a status event says otherwise
+
+
+def field_value(field: SubjectField, value: str | None) -> str | None:
+    """What an event of ``field``'s type leaves in ``field.value``: its value, except
+    that a status event without one leaves the status a subject starts with (import
+    checks always give one)."""
+    if field.event == EventType.STATUS and not value:
+        return STATUS_BEFORE_ANY
+    return value
+
+
+class PurposeField(NamedTuple):
+    """One event type's mark on a subject's state for one purpose: of the subject's
+    events of that type about the purpose (only those under the purpose's current notice
+    version, when ``current_only``), the ``first`` or the ``last`` sets ``fields``, each
+    from one attribute of the event."""
+
+    event: EventType
+    keep: Literal["first", "last"]
+    current_only: bool
+    fields: tuple[tuple[str, str], ...]  # (State field, Event attribute); one is the seq
+
+    @property
+    def seq(self) -> str:
+        """The field that holds the seq of the event (set whenever the others are)."""
+        return next(name for name, attr in self.fields if attr == "seq")
+
+
+# Fields of :class:`State` after the subject's own: the latest choice for the purpose, and
+# the first delivery of the purpose's current notice version.
+PURPOSE_FIELDS: tuple[PurposeField, ...] = (
+    PurposeField(
+        EventType.CHOICE, "last", False,
+        (("choice_action", "value"), ("choice_version", "notice_version"), ("choice_seq", "seq")),
+    ),
+    PurposeField(
+        EventType.NOTICE, "first", True, (("notice_seq", "seq"), ("notice_at", "recorded_at"))
+    ),
+)  # fmt: skip
 
 
 @dataclass
@@ -73,24 +115,24 @@ class State:
             mark = _BY_TYPE.get(e.type)
             if mark is not None:
                 if mark.value is not None:
-                    value = e.value
-                    if mark.event == EventType.STATUS and not value:
-                        value = STATUS_BEFORE_ANY  # (import checks always give one)
-                    setattr(s, mark.value, value)
+                    setattr(s, mark.value, field_value(mark, e.value))
                 setattr(s, mark.seq, e.seq)
-            elif e.type == EventType.CHOICE and e.purpose == purpose:
-                s.choice_action, s.choice_version, s.choice_seq = e.value, e.notice_version, e.seq
-            elif (
-                e.type == EventType.NOTICE
-                and e.purpose == purpose
-                and e.notice_version == version
-                and s.notice_seq is None
+                continue
+            pf = _PURPOSE_BY_TYPE.get(e.type)
+            if (
+                pf is None
+                or e.purpose != purpose
+                or (pf.current_only and e.notice_version != version)
+                or (pf.keep == "first" and getattr(s, pf.seq) is not None)
             ):
-                s.notice_seq, s.notice_at = e.seq, e.recorded_at
+                continue
+            for name, attr in pf.fields:
+                setattr(s, name, getattr(e, attr))
         return s
 
 
 _BY_TYPE: dict[str, SubjectField] = {f.event: f for f in SUBJECT_FIELDS}
+_PURPOSE_BY_TYPE: dict[str, PurposeField] = {f.event: f for f in PURPOSE_FIELDS}
 FIELDS: tuple[str, ...] = tuple(State.__dataclass_fields__)
 _TEXT_FIELDS = frozenset({"jurisdiction", "status", "minor", "choice_action"})
 
