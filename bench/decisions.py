@@ -46,7 +46,7 @@ from rich.table import Table
 import ledger as ledger_bench  # bench/ledger.py: its data, databases and machine notes
 from askfirst import Ledger, decide, decide_many, load_policy, open_ledger, times
 from askfirst.decisions import read_state
-from askfirst.ledger import history, tables
+from askfirst.ledger import history, store, tables
 from askfirst.ledger.imports import import_events
 from askfirst.rules import Context, evaluate_many
 
@@ -105,9 +105,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def cached_ledger(subjects: int, choices: int) -> tuple[Path, datetime]:
     """bench/ledger.py's ledger (registered subjects, imported choices) as a SQLite file
-    in bench/out/, built on first use; and its t0."""
+    in bench/out/, built on first use for this schema; and its t0."""
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"decisions-{subjects}-{choices}.db"
+    # One file per schema: a ledger made by a later migration cannot be opened earlier.
+    path = OUT / f"decisions-{subjects}-{choices}-{store.head_revision()}.db"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return path, datetime.fromisoformat(json.loads(meta.read_text())["t0"])
